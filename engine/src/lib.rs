@@ -1,1 +1,155 @@
-//! placeholder
+//! The deterministic core of twinlog. This crate owns the coexistence rules:
+//! `decide` turns one normalised ingest event into the audit facts it
+//! produces (or a duplicate, or a rejection), and `evolve` folds one audit
+//! record into the engine's state. It does no IO, reads no clock and no
+//! randomness, and keeps every collection ordered, so the same inputs give
+//! the same facts, byte for byte. Time enters only through the events
+//! themselves and through explicit clock ticks.
+//!
+//! The engine never sees a key. Personal values are replaced by *tags*
+//! (keyed pseudonyms) computed by a [`Tagger`] the caller supplies, and the
+//! personal content of each fact is handed back as a plaintext [`Personal`]
+//! for the caller to seal before the record is hashed. `evolve` reads only the
+//! clear part of a record, so replaying the log rebuilds the state without
+//! any key, even after customers have been forgotten.
+
+mod decide;
+mod state;
+
+pub use decide::{decide, decide_forget, reject};
+pub use state::{evolve, MessageState, NumberState, State, WabaState};
+
+use twinlog_proto::v1::{AuditRecord, IngestEvent, Personal, Source};
+
+/// A 16-byte keyed pseudonym of a personal value (a phone, a BSUID, a wamid).
+pub type Tag = [u8; 16];
+
+/// Computes tags. The caller keys it (HMAC-SHA256 with the log's pseudonym
+/// key); the engine only requires that it is a deterministic function.
+pub trait Tagger {
+    /// The tag of `value` within `domain` (domains keep a phone and a wamid
+    /// with the same text apart).
+    fn tag(&self, domain: &str, value: &[u8]) -> Tag;
+}
+
+/// Tag domains. One meaning per word.
+pub mod domain {
+    /// A customer's phone number.
+    pub const PHONE: &str = "phone";
+    /// A business-scoped user id.
+    pub const BSUID: &str = "bsuid";
+    /// A WhatsApp message id.
+    pub const WAMID: &str = "wamid";
+    /// A natural (deduplication) key that is not a bare wamid.
+    pub const KEY: &str = "key";
+    /// The pseudo-customer under which a number's unattributed content is sealed.
+    pub const NUMBER: &str = "number";
+}
+
+/// Limits and timings of the coexistence rules. All durations are seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// History older than this before onboarding is not imported (Meta: 180 days).
+    pub history_age_s_max: i64,
+    /// History media older than this before onboarding never gets its media (Meta: 14 days).
+    pub history_media_age_s_max: i64,
+    /// The one-time `smb_app_data` syncs must happen within this after `PARTNER_APP_INSTALLED`.
+    pub sync_window_s: i64,
+    /// Heartbeat: warn after this long without app-side activity.
+    pub heartbeat_warning_s: i64,
+    /// Heartbeat: critical after this long (Meta advises opening the app every 13 days).
+    pub heartbeat_critical_s: i64,
+    /// Heartbeat: a `PRIMARY_INACTIVITY` disconnect is due after this long (about 14 days).
+    pub heartbeat_expiry_s: i64,
+    /// Messages in one history chunk; a larger chunk is rejected whole.
+    pub history_chunk_messages_max: usize,
+}
+
+const DAY_S: i64 = 86_400;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            history_age_s_max: 180 * DAY_S,
+            history_media_age_s_max: 14 * DAY_S,
+            sync_window_s: DAY_S,
+            heartbeat_warning_s: 10 * DAY_S,
+            heartbeat_critical_s: 13 * DAY_S,
+            heartbeat_expiry_s: 14 * DAY_S,
+            history_chunk_messages_max: 100_000,
+        }
+    }
+}
+
+/// One input to the fold: a normalised event and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub event: &'a IngestEvent,
+    pub source: &'a Source,
+}
+
+/// What an input leads to, when it is not rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// New facts, to be sealed and appended in this order.
+    Append(Vec<Fact>),
+    /// The input's natural key is already in the log: it adds nothing.
+    Duplicate,
+    /// A clock tick that fired no timer: nothing to record.
+    Idle,
+}
+
+/// One audit fact before sealing: the clear record (its `seq` and `sealed`
+/// are filled in by the log) and the personal content to seal with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    pub record: AuditRecord,
+    pub personal: Option<Sealable>,
+}
+
+/// Personal content and the key it is sealed under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sealable {
+    /// The customer id, or a number's pseudo-customer for unattributed content.
+    pub key_id: Tag,
+    pub content: Personal,
+}
+
+/// Why an input was refused. The refusal is itself recorded (see [`reject`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// A stable code, such as `missing_wamid`.
+    pub reason: &'static str,
+    /// A description that holds no personal data.
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// Status order: sent < delivered < read < played; `failed` is terminal.
+pub fn status_rank(status: &str) -> Option<u8> {
+    match status {
+        "sent" => Some(1),
+        "delivered" => Some(2),
+        "read" => Some(3),
+        "played" => Some(4),
+        "failed" => Some(STATUS_RANK_FAILED),
+        _ => None,
+    }
+}
+
+/// The rank of `failed`, above every other status.
+pub const STATUS_RANK_FAILED: u8 = 100;
