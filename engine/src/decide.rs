@@ -39,6 +39,7 @@ pub fn decide<T: Tagger>(
     match kind {
         Kind::Tick(tick) => Ok(cx.tick(tick.now_ms)),
         Kind::AccountUpdate(a) => cx.account_update(a),
+        Kind::Unknown(_) | Kind::WebhookErrors(_) => cx.unattributed(kind),
         _ if cx.envelope_number().is_empty() => Err(Rejection::new(
             "missing_phone_number_id",
             "a per-number event carries no metadata.phone_number_id",
@@ -81,46 +82,6 @@ pub fn decide<T: Tagger>(
             Ok(Step::Append(vec![fact]))
         }
         Kind::ContactSync(c) => cx.contact_sync(c),
-        Kind::WebhookErrors(w) => {
-            let key = cx.delivery_key("webhook_errors");
-            if state.seen.contains(&key) {
-                return Ok(Step::Duplicate);
-            }
-            let content = Personal {
-                content: Some(personal::Content::RawJson(errors_json(&w.errors))),
-                ..Personal::default()
-            };
-            let codes = w.errors.iter().map(|e| e.code).collect();
-            let fact = cx.fact(
-                InputKind::WebhookErrors,
-                key,
-                None,
-                F::WebhookErrors(WebhookErrorsRecorded { codes }),
-                Some(cx.number_sealable(content)),
-            );
-            Ok(Step::Append(vec![fact]))
-        }
-        Kind::Unknown(u) => {
-            let key = cx.delivery_key("unknown");
-            if state.seen.contains(&key) {
-                return Ok(Step::Duplicate);
-            }
-            let content = Personal {
-                content: Some(personal::Content::RawJson(u.raw_json.clone())),
-                ..Personal::default()
-            };
-            let fact = cx.fact(
-                InputKind::Unknown,
-                key,
-                None,
-                F::UnknownRecorded(UnknownRecorded {
-                    field: u.field.clone(),
-                    reason: u.reason.clone(),
-                }),
-                Some(cx.number_sealable(content)),
-            );
-            Ok(Step::Append(vec![fact]))
-        }
     }
 }
 
@@ -957,6 +918,56 @@ impl<'a, T: Tagger> Cx<'a, T> {
             facts.push(window);
         }
         Ok(Self::number_facts(facts))
+    }
+
+    /// Content that belongs to no customer and may name no number: webhook
+    /// errors and unknown fields. Kept whole, sealed under the number's key.
+    fn unattributed(&self, kind: &Kind) -> Result<Step, Rejection> {
+        let state = self.state;
+        let cx = self;
+        match kind {
+            Kind::WebhookErrors(w) => {
+                let key = cx.delivery_key("webhook_errors");
+                if state.seen.contains(&key) {
+                    return Ok(Step::Duplicate);
+                }
+                let content = Personal {
+                    content: Some(personal::Content::RawJson(errors_json(&w.errors))),
+                    ..Personal::default()
+                };
+                let codes = w.errors.iter().map(|e| e.code).collect();
+                let fact = cx.fact(
+                    InputKind::WebhookErrors,
+                    key,
+                    None,
+                    F::WebhookErrors(WebhookErrorsRecorded { codes }),
+                    Some(cx.number_sealable(content)),
+                );
+                Ok(Step::Append(vec![fact]))
+            }
+            Kind::Unknown(u) => {
+                let key = cx.delivery_key("unknown");
+                if state.seen.contains(&key) {
+                    return Ok(Step::Duplicate);
+                }
+                let content = Personal {
+                    content: Some(personal::Content::RawJson(u.raw_json.clone())),
+                    ..Personal::default()
+                };
+                let fact = cx.fact(
+                    InputKind::Unknown,
+                    key,
+                    None,
+                    F::UnknownRecorded(UnknownRecorded {
+                        field: u.field.clone(),
+                        reason: u.reason.clone(),
+                    }),
+                    Some(cx.number_sealable(content)),
+                );
+                Ok(Step::Append(vec![fact]))
+            }
+            _ => Err(Rejection::new("internal", "not an unattributed event")),
+        }
     }
 
     /// A clock tick: closes sync windows whose deadline passed, and moves

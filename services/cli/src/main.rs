@@ -1,1 +1,431 @@
-fn main() {}
+//! `twinlog`: the command line. Thin glue over the library crates.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use twinlog::Twinlog;
+use twinlog_auditlog::AuditLog;
+use twinlog_normalize::{normalize, IngestContext};
+use twinlog_proto::v1::{ingest_event::Kind, ClockTick, Envelope, IngestEvent, Source, Unknown};
+
+/// Files read by `append` at once; bounded so a huge glob cannot exhaust memory.
+const APPEND_FILES_PER_BATCH_MAX: usize = 1_000;
+/// Records below which no progress bar is drawn.
+const PROGRESS_RECORDS_MIN: u64 = 50_000;
+
+#[derive(Parser)]
+#[command(
+    name = "twinlog",
+    version,
+    about = "One auditable record of a WhatsApp Business number used from the app and the Cloud API at once",
+    long_about = "twinlog folds Meta's WhatsApp Business webhooks (messages, smb_message_echoes, history, \
+smb_app_state_sync, account_update) and Cloud API sends into an append-only, tamper-evident audit log: \
+an RFC 6962 Merkle tree with signed C2SP checkpoints, personal content encrypted per customer.\n\n\
+Start with:  twinlog append --log ./twinlog-data webhook.json && twinlog verify --log ./twinlog-data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, e.g. `info` or `twinlog=debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "TWINLOG_LOG_LEVEL", default_value = "warn")]
+    log_level: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct LogArg {
+    /// The audit log directory.
+    #[arg(
+        long = "log",
+        env = "TWINLOG_DIR",
+        default_value = "twinlog-data",
+        value_name = "DIR"
+    )]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty audit log: its signing key and its key material.
+    Init {
+        #[command(flatten)]
+        log: LogArg,
+    },
+    /// Fold webhook bodies from files into the log (creates the log if missing).
+    Append {
+        #[command(flatten)]
+        log: LogArg,
+        /// Webhook bodies, one JSON body per file; `-` reads one body from stdin.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The ingest time to stamp on every event, unix ms (default: now).
+        #[arg(long, value_name = "MS")]
+        ingest_time_ms: Option<i64>,
+    },
+    /// Feed a clock tick: fires due timers (sync window, heartbeat).
+    Tick {
+        #[command(flatten)]
+        log: LogArg,
+        /// The time, unix seconds.
+        #[arg(long, value_name = "SECONDS")]
+        at: i64,
+    },
+    /// Normalise one webhook body and print one JSON object per event (JSON Lines).
+    Normalize {
+        /// The webhook body; `-` or nothing reads stdin.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The ingest time to stamp, unix ms (default: now).
+        #[arg(long, value_name = "MS")]
+        ingest_time_ms: Option<i64>,
+    },
+    /// Print one record as JSON: clear part, decrypted content, outcome and leaf bytes.
+    Show {
+        #[command(flatten)]
+        log: LogArg,
+        /// The record's seq (its leaf index, from 0).
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Rebuild the whole tree from the records and check every hash and checkpoint.
+    Verify {
+        #[command(flatten)]
+        log: LogArg,
+    },
+    /// Print inclusion and consistency proofs as JSON (RFC 9162 terms, hex hashes).
+    Proof {
+        #[command(subcommand)]
+        proof: ProofCommand,
+    },
+    /// Print the latest signed checkpoint (a C2SP signed note).
+    Checkpoint {
+        #[command(flatten)]
+        log: LogArg,
+        /// Print the C2SP verifier key instead (`<name>+<key hash>+<base64 key>`).
+        #[arg(long)]
+        verifier_key: bool,
+    },
+    /// Crypto-shred a customer by phone number or BSUID, and record the erasure.
+    Forget {
+        #[command(flatten)]
+        log: LogArg,
+        /// The customer's phone number (digits, with or without +) or BSUID.
+        customer: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProofCommand {
+    /// Prove that record SEQ is in the tree.
+    Inclusion {
+        #[command(flatten)]
+        log: LogArg,
+        #[arg(long)]
+        seq: u64,
+        /// The tree size to prove against (default: the current size).
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// Prove that the tree of size FROM is a prefix of the tree of size TO.
+    Consistency {
+        #[command(flatten)]
+        log: LogArg,
+        #[arg(long)]
+        from: u64,
+        /// Default: the current size.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    if total < PROGRESS_RECORDS_MIN {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:40}}] {{pos}}/{{len}} records ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn open(dir: &Path) -> Result<Twinlog> {
+    let total = AuditLog::open(dir)
+        .map(|l| l.size())
+        .with_context(|| format!("failed to open the audit log at {}", dir.display()))?;
+    let bar = bar(total, "loading");
+    let t = Twinlog::open(dir, &mut |done, _| bar.set_position(done))
+        .with_context(|| format!("failed to open the audit log at {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(t)
+}
+
+fn read_body(path: &Path) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .take(u64::try_from(twinlog_normalize::WEBHOOK_BODY_BYTES_MAX).unwrap_or(u64::MAX) + 1)
+            .read_to_end(&mut body)
+            .context("failed to read the webhook body from stdin")?;
+        return Ok(body);
+    }
+    std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))
+}
+
+fn run(command: Command) -> Result<i32> {
+    match command {
+        Command::Init { log } => {
+            let t = Twinlog::init(&log.dir).with_context(|| {
+                format!("failed to create an audit log at {}", log.dir.display())
+            })?;
+            println!(
+                "created audit log {} at {}",
+                t.log().origin(),
+                log.dir.display()
+            );
+            println!("verifier key: {}", t.log().verifier_key());
+            Ok(0)
+        }
+        Command::Append {
+            log,
+            files,
+            ingest_time_ms,
+        } => append(&log.dir, &files, ingest_time_ms.unwrap_or_else(now_ms)),
+        Command::Tick { log, at } => {
+            let mut t = open(&log.dir)?;
+            let event = IngestEvent {
+                envelope: Some(Envelope {
+                    ingest_time_ms: at.saturating_mul(1000),
+                    ..Envelope::default()
+                }),
+                kind: Some(Kind::Tick(ClockTick {
+                    now_ms: at.saturating_mul(1000),
+                })),
+            };
+            let source = Source {
+                topic: "cli".into(),
+                partition: 0,
+                offset: 0,
+            };
+            let report = t.append(&[(event, source)])?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(0)
+        }
+        Command::Normalize {
+            file,
+            ingest_time_ms,
+        } => {
+            let path = file.unwrap_or_else(|| PathBuf::from("-"));
+            let body = read_body(&path)?;
+            let events = normalize(
+                &body,
+                &IngestContext {
+                    ingest_time_ms: ingest_time_ms.unwrap_or_else(now_ms),
+                },
+            )
+            .with_context(|| {
+                format!("{} is not a webhook body twinlog can read", path.display())
+            })?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for event in events {
+                serde_json::to_writer(&mut out, &event)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(0)
+        }
+        Command::Show { log, seq } => {
+            let t = open(&log.dir)?;
+            let view = t.show(seq).with_context(|| {
+                format!(
+                    "failed to show record {seq}; the log has {} records",
+                    t.log().size()
+                )
+            })?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(0)
+        }
+        Command::Verify { log } => {
+            let l = AuditLog::open(&log.dir).with_context(|| {
+                format!("failed to open the audit log at {}", log.dir.display())
+            })?;
+            let bar = bar(l.size(), "verifying");
+            let result = l.verify(&mut |done, _| bar.set_position(done));
+            bar.finish_and_clear();
+            match result {
+                Ok(report) => {
+                    println!(
+                        "ok: {} records, root {}, {} checkpoints checked",
+                        report.tree_size,
+                        hex::encode(report.root),
+                        report.checkpoints_checked
+                    );
+                    Ok(0)
+                }
+                Err(error) => {
+                    eprintln!("verification failed: {error}");
+                    Ok(2)
+                }
+            }
+        }
+        Command::Proof { proof } => {
+            let json = match proof {
+                ProofCommand::Inclusion {
+                    log,
+                    seq,
+                    tree_size,
+                } => {
+                    let l = AuditLog::open(&log.dir)?;
+                    let size = tree_size.unwrap_or(l.size());
+                    serde_json::to_string_pretty(&l.prove_inclusion(seq, size)?)?
+                }
+                ProofCommand::Consistency { log, from, to } => {
+                    let l = AuditLog::open(&log.dir)?;
+                    let to = to.unwrap_or(l.size());
+                    serde_json::to_string_pretty(&l.prove_consistency(from, to)?)?
+                }
+            };
+            println!("{json}");
+            Ok(0)
+        }
+        Command::Checkpoint { log, verifier_key } => {
+            let l = AuditLog::open(&log.dir).with_context(|| {
+                format!("failed to open the audit log at {}", log.dir.display())
+            })?;
+            if verifier_key {
+                println!("{}", l.verifier_key());
+            } else {
+                std::io::stdout().write_all(&l.checkpoint()?)?;
+            }
+            Ok(0)
+        }
+        Command::Forget { log, customer } => {
+            let mut t = open(&log.dir)?;
+            match t.forget(&customer)? {
+                Some(seq) => println!("forgotten; erasure recorded at seq {seq}"),
+                None => println!("already forgotten; nothing to do"),
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Folds files into the log. A body that cannot be normalised is reported,
+/// counted, and recorded as evidence (its hash, never its content); the
+/// command then exits 1 after folding the rest.
+fn append(dir: &Path, files: &[PathBuf], ingest_time_ms: i64) -> Result<i32> {
+    let mut t = if dir.join("log.json").exists() {
+        open(dir)?
+    } else {
+        Twinlog::init(dir)
+            .with_context(|| format!("failed to create an audit log at {}", dir.display()))?
+    };
+    let mut failed = 0u64;
+    let mut total = twinlog::AppendReport::default();
+    let mut offset = 0i64;
+    let bar = if files.len() > 100 {
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("appending [{bar:40}] {pos}/{len} files ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    for chunk in files.chunks(APPEND_FILES_PER_BATCH_MAX) {
+        let mut inputs = Vec::new();
+        for path in chunk {
+            let body = read_body(path)?;
+            let source = |offset: i64| Source {
+                topic: "cli".into(),
+                partition: 0,
+                offset,
+            };
+            match normalize(&body, &IngestContext { ingest_time_ms }) {
+                Ok(events) => {
+                    for event in events {
+                        inputs.push((event, source(offset)));
+                        offset += 1;
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    eprintln!(
+                        "error: {} is not a webhook body twinlog can read: {error}",
+                        path.display()
+                    );
+                    let sha = <sha2::Sha256 as sha2::Digest>::digest(&body);
+                    let event = IngestEvent {
+                        envelope: Some(Envelope {
+                            ingest_time_ms,
+                            body_sha256: sha.to_vec(),
+                            ..Envelope::default()
+                        }),
+                        kind: Some(Kind::Unknown(Unknown {
+                            field: String::new(),
+                            reason: format!("unparsable: {error}"),
+                            raw_json: String::new(),
+                        })),
+                    };
+                    inputs.push((event, source(offset)));
+                    offset += 1;
+                }
+            }
+            bar.inc(1);
+        }
+        let report = t.append(&inputs)?;
+        total.inputs += report.inputs;
+        total.appended += report.appended;
+        total.duplicates += report.duplicates;
+        total.rejected += report.rejected;
+        total.idle += report.idle;
+        total.records += report.records;
+        total.tree_size = report.tree_size;
+        total.root = report.root;
+        for (k, v) in report.rejections {
+            *total.rejections.entry(k).or_default() += v;
+        }
+    }
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string(&total)?);
+    if failed > 0 {
+        bail!("{failed} file(s) could not be normalised; their hashes were recorded, fix the input and append them again");
+    }
+    Ok(0)
+}
