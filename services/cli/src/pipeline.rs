@@ -132,7 +132,44 @@ impl Twinlog {
                 progress(seq + 1, total);
             }
         }
-        Ok(Self::assemble(log, vault, state))
+        let mut t = Self::assemble(log, vault, state);
+        t.reconcile_erasures()?;
+        Ok(t)
+    }
+
+    /// A forget destroys the key first and records the erasure second; a
+    /// crash between the two leaves a forgotten customer without its record.
+    /// Appends the missing erasure records.
+    fn reconcile_erasures(&mut self) -> Result<(), PipelineError> {
+        for customer in self.vault.forgotten()? {
+            if !self.state.erased.contains_key(&customer) {
+                tracing::warn!(message = "recording an erasure that a crash interrupted");
+                self.append_erasure(&customer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append_erasure(&mut self, customer: &Tag) -> Result<u64, PipelineError> {
+        let source = Source {
+            topic: "operator".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let seq = self.log.size();
+        let mut leaves = Vec::new();
+        if let Step::Append(facts) = decide_forget(&self.state, customer, &source) {
+            for (i, fact) in facts.into_iter().enumerate() {
+                let record = self.seal(fact, seq + i as u64)?;
+                evolve(&mut self.state, &record);
+                leaves.push(prost::Message::encode_to_vec(&record));
+            }
+        }
+        self.log.append(AppendBatch {
+            leaves,
+            side_writes: Vec::new(),
+        })?;
+        Ok(seq)
     }
 
     /// Opens the log in `dir`, creating it first if there is none.
@@ -287,28 +324,7 @@ impl Twinlog {
             .ok_or(PipelineError::UnknownCustomer)?;
         match self.vault.forget(&customer)? {
             ForgetOutcome::AlreadyForgotten { .. } => Ok(None),
-            _ => {
-                let source = Source {
-                    topic: "operator".into(),
-                    partition: 0,
-                    offset: 0,
-                };
-                let Step::Append(facts) = decide_forget(&self.state, &customer, &source) else {
-                    return Ok(None);
-                };
-                let seq = self.log.size();
-                let mut leaves = Vec::new();
-                for (i, fact) in facts.into_iter().enumerate() {
-                    let record = self.seal(fact, seq + i as u64)?;
-                    evolve(&mut self.state, &record);
-                    leaves.push(prost::Message::encode_to_vec(&record));
-                }
-                self.log.append(AppendBatch {
-                    leaves,
-                    side_writes: Vec::new(),
-                })?;
-                Ok(Some(seq))
-            }
+            _ => Ok(Some(self.append_erasure(&customer)?)),
         }
     }
 

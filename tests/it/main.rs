@@ -1,0 +1,5 @@
+//! twinlog's end-to-end tests: one binary, real sled on disk.
+
+mod determinism;
+mod fold;
+mod privacy;
