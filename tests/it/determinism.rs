@@ -34,7 +34,10 @@ fn copies_of_a_log_fold_the_same_inputs_into_the_same_bytes() {
     assert_eq!(ra, rb);
     assert!(ra.records > 40);
     assert_eq!(records(&a), records(&b));
-    assert_eq!(a.log().checkpoint().expect("a"), b.log().checkpoint().expect("b"));
+    assert_eq!(
+        a.log().checkpoint().expect("a"),
+        b.log().checkpoint().expect("b")
+    );
 }
 
 proptest! {

@@ -10,21 +10,36 @@ fn every_repository_fixture_normalises_and_folds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut t = Twinlog::init(dir.path()).expect("init");
     let all = fixtures();
-    assert!(all.len() >= 40, "expected the full fixture set, found {}", all.len());
+    assert!(
+        all.len() >= 40,
+        "expected the full fixture set, found {}",
+        all.len()
+    );
     for (name, body) in &all {
         let ins = inputs(&[body], INGEST_MS);
         assert!(!ins.is_empty(), "{name} produced no event");
-        let report = t.append(&ins).unwrap_or_else(|e| panic!("{name} does not fold: {e}"));
+        let report = t
+            .append(&ins)
+            .unwrap_or_else(|e| panic!("{name} does not fold: {e}"));
         assert_eq!(
             report.inputs,
             report.appended + report.duplicates + report.rejected + report.idle,
             "{name}: every input ends in exactly one outcome"
         );
-        assert!(report.appended + report.rejected + report.duplicates > 0, "{name}: {report:?}");
+        assert!(
+            report.appended + report.rejected + report.duplicates > 0,
+            "{name}: {report:?}"
+        );
     }
     let size = t.log().size();
-    assert!(size > all.len() as u64, "one record or more per fixture, got {size}");
-    let report = t.log().verify(&mut |_, _| {}).expect("the folded log verifies");
+    assert!(
+        size > all.len() as u64,
+        "one record or more per fixture, got {size}"
+    );
+    let report = t
+        .log()
+        .verify(&mut |_, _| {})
+        .expect("the folded log verifies");
     assert_eq!(report.tree_size, size);
     // Every record reads back, decrypted.
     for seq in 0..size {
@@ -38,11 +53,18 @@ fn every_shared_fixture_normalises_and_folds() {
     let Some(dir) = shared_fixtures_dir() else {
         // The shared fixtures are copied into the repository too, so the test
         // above covers them when shared/ is absent; in CI shared/ is present.
-        assert!(std::env::var_os("CI").is_none(), "CI must have shared/ beside the clone");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have shared/ beside the clone"
+        );
         return;
     };
     let files = json_files(&dir);
-    assert!(files.len() >= 15, "expected the shared fixtures in {}", dir.display());
+    assert!(
+        files.len() >= 15,
+        "expected the shared fixtures in {}",
+        dir.display()
+    );
     let log = tempfile::tempdir().expect("temp dir");
     let mut t = Twinlog::init(log.path()).expect("init");
     for path in files {
@@ -50,7 +72,11 @@ fn every_shared_fixture_normalises_and_folds() {
         let report = t
             .append(&inputs(&[&body], INGEST_MS))
             .unwrap_or_else(|e| panic!("{} does not fold: {e}", path.display()));
-        assert!(report.records > 0 || report.duplicates > 0, "{}: {report:?}", path.display());
+        assert!(
+            report.records > 0 || report.duplicates > 0,
+            "{}: {report:?}",
+            path.display()
+        );
     }
     t.log().verify(&mut |_, _| {}).expect("verifies");
 }

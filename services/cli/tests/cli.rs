@@ -1,0 +1,273 @@
+//! The `twinlog` binary, driven as a user would: real processes, a real log on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use twinlog_auditlog::verify_proof::{verify_consistency, verify_inclusion};
+use twinlog_auditlog::{ConsistencyProof, InclusionProof};
+
+fn twinlog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_twinlog"))
+        .args(args)
+        .env_remove("TWINLOG_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the twinlog binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = twinlog(args);
+    assert!(
+        out.status.success(),
+        "twinlog {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/webhooks");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/webhooks")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A log with every fixture appended.
+fn folded_log() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log").to_string_lossy().into_owned();
+    let mut args = vec!["append", "--log", &log, "--ingest-time-ms", "1763400000000"];
+    let files: Vec<String> = fixtures()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    args.extend(files.iter().map(String::as_str));
+    let out = ok(&args);
+    let report: serde_json::Value =
+        serde_json::from_str(out.trim()).expect("append prints a JSON report");
+    assert!(
+        report["records"].as_u64().expect("records") > 40,
+        "{report}"
+    );
+    (dir, log)
+}
+
+#[test]
+fn every_command_has_help() {
+    let top = ok(&["--help"]);
+    for command in [
+        "init",
+        "append",
+        "tick",
+        "normalize",
+        "show",
+        "verify",
+        "proof",
+        "checkpoint",
+        "forget",
+    ] {
+        assert!(top.contains(command), "{command} missing from --help");
+        let help = ok(&[command, "--help"]);
+        assert!(help.contains("Usage: twinlog"), "{command} --help: {help}");
+    }
+    for sub in ["inclusion", "consistency"] {
+        assert!(ok(&["proof", sub, "--help"]).contains("--log"));
+    }
+}
+
+#[test]
+fn normalize_prints_json_lines_and_refuses_bad_input_clearly() {
+    let out = ok(&[
+        "normalize",
+        "--ingest-time-ms",
+        "1",
+        &fixture("status_delivered_read.json"),
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 2, "two statuses in one body");
+    assert_eq!(lines[0]["status"]["status"], "delivered");
+    assert_eq!(lines[1]["status"]["status"], "read");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        br#"{"object":"whatsapp_business_account","entry":"oops"}"#,
+    )
+    .expect("write");
+    let out = twinlog(&["normalize", &bad.to_string_lossy()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("$.entry"),
+        "the error names the JSON path: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    std::fs::write(
+        &bad,
+        br#"{"object":"whatsapp_business_account","entry":[{"id":"1","#,
+    )
+    .expect("write");
+    let out = twinlog(&["normalize", &bad.to_string_lossy()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+}
+
+#[test]
+fn append_show_checkpoint_and_proofs_agree_with_an_independent_verifier() {
+    let (_dir, log) = folded_log();
+    let verified = ok(&["verify", "--log", &log]);
+    assert!(verified.starts_with("ok: "), "{verified}");
+
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["show", "--log", &log, "--seq", "0"])).expect("json");
+    assert_eq!(shown["seq"], 0);
+    assert!(shown["leaf"].as_str().is_some_and(|l| !l.is_empty()));
+    assert!(["appended", "rejected"].contains(&shown["outcome"].as_str().unwrap_or("")));
+
+    let note = ok(&["checkpoint", "--log", &log]);
+    let vkey = ok(&["checkpoint", "--log", &log, "--verifier-key"]);
+    let info = twinlog_auditlog::verify_proof::verify_checkpoint(note.as_bytes(), vkey.trim())
+        .expect("the checkpoint verifies with the published verifier key");
+    let size = info.tree_size;
+    assert!(size > 40);
+
+    for seq in [0, 1, size / 2, size - 1] {
+        let json = ok(&[
+            "proof",
+            "inclusion",
+            "--log",
+            &log,
+            "--seq",
+            &seq.to_string(),
+        ]);
+        let proof: InclusionProof = serde_json::from_str(&json).expect("inclusion proof JSON");
+        assert_eq!((proof.leaf_index, proof.tree_size), (seq, size));
+        assert_eq!(
+            proof.root_hash, info.root_hash,
+            "proofs are against the signed root"
+        );
+        verify_inclusion(&proof).expect("inclusion proof verifies");
+        // The leaf hash is the hash of the bytes `show` prints.
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(&["show", "--log", &log, "--seq", &seq.to_string()]))
+                .expect("json");
+        assert_eq!(
+            shown["leaf_hash"].as_str(),
+            Some(hex(&proof.leaf_hash).as_str())
+        );
+    }
+    for from in [1, 7, size / 2, size] {
+        let json = ok(&[
+            "proof",
+            "consistency",
+            "--log",
+            &log,
+            "--from",
+            &from.to_string(),
+        ]);
+        let proof: ConsistencyProof = serde_json::from_str(&json).expect("consistency proof JSON");
+        verify_consistency(&proof).expect("consistency proof verifies");
+        assert_eq!(proof.second_root, info.root_hash);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens the log's sled store directly, as an attacker with disk access would.
+fn tamper(log: &str, f: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(Path::new(log).join("db")).expect("open sled");
+    let tree = db.open_tree("twinlog/auditlog").expect("tree");
+    f(&tree);
+    db.flush().expect("flush");
+}
+
+fn record_key(seq: u64) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn verify_fails_naming(log: &str, expected: &str) {
+    let out = twinlog(&["verify", "--log", log]);
+    assert!(!out.status.success(), "verify passed on a tampered log");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in: {stderr}"
+    );
+}
+
+#[test]
+fn verify_names_the_first_bad_record_for_each_kind_of_tampering() {
+    // A flipped byte.
+    let (_d1, log) = folded_log();
+    tamper(&log, |t| {
+        let mut v = t
+            .get(record_key(5))
+            .expect("get")
+            .expect("record 5")
+            .to_vec();
+        v[3] ^= 0x01;
+        t.insert(record_key(5), v).expect("insert");
+    });
+    verify_fails_naming(&log, "record 5");
+
+    // A missing record.
+    let (_d2, log) = folded_log();
+    tamper(&log, |t| {
+        t.remove(record_key(9)).expect("remove");
+    });
+    verify_fails_naming(&log, "record 9");
+
+    // Two records swapped.
+    let (_d3, log) = folded_log();
+    tamper(&log, |t| {
+        let a = t.get(record_key(3)).expect("get").expect("3");
+        let b = t.get(record_key(4)).expect("get").expect("4");
+        t.insert(record_key(3), b).expect("insert");
+        t.insert(record_key(4), a).expect("insert");
+    });
+    verify_fails_naming(&log, "record 3");
+}
+
+#[test]
+fn forget_from_the_command_line() {
+    let (_dir, log) = folded_log();
+    let out = ok(&["forget", "--log", &log, "16505551234"]);
+    assert!(out.contains("erasure recorded at seq"), "{out}");
+    let out = ok(&["forget", "--log", &log, "+16505551234"]);
+    assert!(out.contains("already forgotten"), "{out}");
+    assert!(ok(&["verify", "--log", &log]).starts_with("ok: "));
+    let out = twinlog(&["forget", "--log", &log, "10000000000"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no customer"));
+}
+
+#[test]
+fn commands_on_a_missing_log_say_what_to_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope").to_string_lossy().into_owned();
+    let out = twinlog(&["verify", "--log", &missing]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("twinlog init"), "{stderr}");
+}
