@@ -64,6 +64,9 @@ enum Command {
         /// The ingest time to stamp on every event, unix ms (default: now).
         #[arg(long, value_name = "MS")]
         ingest_time_ms: Option<i64>,
+        /// Files folded per durable append (one fsync each).
+        #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+        batch_files: u64,
     },
     /// Feed a clock tick: fires due timers (sync window, heartbeat).
     Tick {
@@ -225,7 +228,13 @@ fn run(command: Command) -> Result<i32> {
             log,
             files,
             ingest_time_ms,
-        } => append(&log.dir, &files, ingest_time_ms.unwrap_or_else(now_ms)),
+            batch_files,
+        } => append(
+            &log.dir,
+            &files,
+            ingest_time_ms.unwrap_or_else(now_ms),
+            batch_files,
+        ),
         Command::Tick { log, at } => {
             let mut t = open(&log.dir)?;
             let event = IngestEvent {
@@ -348,7 +357,8 @@ fn run(command: Command) -> Result<i32> {
 /// Folds files into the log. A body that cannot be normalised is reported,
 /// counted, and recorded as evidence (its hash, never its content); the
 /// command then exits 1 after folding the rest.
-fn append(dir: &Path, files: &[PathBuf], ingest_time_ms: i64) -> Result<i32> {
+fn append(dir: &Path, files: &[PathBuf], ingest_time_ms: i64, batch_files: u64) -> Result<i32> {
+    let batch_files = usize::try_from(batch_files).unwrap_or(APPEND_FILES_PER_BATCH_MAX);
     let mut t = if dir.join("log.json").exists() {
         open(dir)?
     } else {
@@ -368,7 +378,7 @@ fn append(dir: &Path, files: &[PathBuf], ingest_time_ms: i64) -> Result<i32> {
     } else {
         ProgressBar::hidden()
     };
-    for chunk in files.chunks(APPEND_FILES_PER_BATCH_MAX) {
+    for chunk in files.chunks(batch_files.clamp(1, APPEND_FILES_PER_BATCH_MAX)) {
         let mut inputs = Vec::new();
         for path in chunk {
             let body = read_body(path)?;
