@@ -1,0 +1,9 @@
+//! The audit log's one integration-test binary.
+
+mod checkpoint;
+mod common;
+mod durability;
+mod interop;
+mod proofs;
+mod tamper;
+mod vectors;
