@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 use twinlog_proto::v1::{
+    Envelope, Identity,
     audit_record::Fact as F, ingest_event::Kind, message::Content, personal, AccountUpdate,
     AccountUpdated, AuditRecord, Channel, ContactSync, ContactSynced, CustomerErased,
     HeartbeatChanged, HeartbeatLevel, HistoryChunk, HistoryChunkRecorded, HistoryDeclinedRecorded,
@@ -96,7 +97,11 @@ pub fn reject<T: Tagger>(
     rejection: &Rejection,
 ) -> Step {
     let cx = Cx::new(state, config, tagger, input);
-    let key = cx.delivery_key("rejected");
+    // The refused input's own natural key where it has one, so that a
+    // re-delivery is a duplicate even if the rules would now accept it.
+    let key = cx
+        .natural_key()
+        .unwrap_or_else(|| cx.delivery_key("rejected"));
     if state.seen.contains(&key) {
         return Step::Duplicate;
     }
@@ -201,17 +206,24 @@ impl<'a, T: Tagger> Cx<'a, T> {
         }
     }
 
-    fn envelope(&self) -> twinlog_proto::v1::Envelope {
-        self.input.event.envelope.clone().unwrap_or_default()
+    fn envelope(&self) -> &'a Envelope {
+        static EMPTY: std::sync::OnceLock<Envelope> = std::sync::OnceLock::new();
+        match &self.input.event.envelope {
+            Some(e) => e,
+            None => EMPTY.get_or_init(Envelope::default),
+        }
     }
 
-    fn envelope_number(&self) -> String {
-        self.input
-            .event
-            .envelope
-            .as_ref()
-            .map(|e| e.phone_number_id.clone())
-            .unwrap_or_default()
+    fn envelope_number(&self) -> &'a str {
+        &self.envelope().phone_number_id
+    }
+
+    fn identity(&self) -> &'a Identity {
+        static EMPTY: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+        match &self.envelope().customer {
+            Some(c) => c,
+            None => EMPTY.get_or_init(Identity::default),
+        }
     }
 
     fn tag(&self, domain: &str, value: &str) -> Tag {
@@ -232,6 +244,26 @@ impl<'a, T: Tagger> Cx<'a, T> {
         self.tagger.tag(domain::KEY, &buf)
     }
 
+    /// The natural key the accepting path of `decide` gives this input, if
+    /// the input carries what it is made of.
+    fn natural_key(&self) -> Option<Tag> {
+        let kind = self.input.event.kind.as_ref()?;
+        let wamid = |w: &str| (!w.is_empty()).then(|| self.wamid_tag(w));
+        match kind {
+            Kind::Inbound(m) | Kind::Echo(m) => wamid(&m.wamid),
+            Kind::ApiSend(send) => wamid(&send.wamid),
+            Kind::Status(s) => {
+                wamid(&s.wamid).map(|m| self.key(&[b"status", &m, s.status.as_bytes()]))
+            }
+            Kind::HistoryMedia(m) => wamid(&m.wamid).map(|m| self.key(&[b"media", &m])),
+            Kind::HistoryChunk(_) => Some(self.delivery_key("history_chunk")),
+            Kind::HistoryDeclined(_) => Some(self.delivery_key("history_declined")),
+            Kind::WebhookErrors(_) => Some(self.delivery_key("webhook_errors")),
+            Kind::Unknown(_) => Some(self.delivery_key("unknown")),
+            Kind::ContactSync(_) | Kind::AccountUpdate(_) | Kind::Tick(_) => None,
+        }
+    }
+
     /// The key of this exact delivery: the raw body's hash and the event's place in it.
     fn delivery_key(&self, what: &str) -> Tag {
         let e = self.envelope();
@@ -248,14 +280,14 @@ impl<'a, T: Tagger> Cx<'a, T> {
 
     fn number_sealable(&self, content: Personal) -> Sealable {
         Sealable {
-            key_id: self.tag(domain::NUMBER, &self.envelope_number()),
+            key_id: self.tag(domain::NUMBER, self.envelope_number()),
             content,
         }
     }
 
     /// The customer of the envelope, if known, without learning anything.
     fn existing_customer(&self) -> Option<Tag> {
-        let id = self.envelope().customer.unwrap_or_default();
+        let id = self.identity();
         if !id.bsuid.is_empty() {
             let t = self.tag(domain::BSUID, &id.bsuid);
             return Some(*self.state.customer_of(&t).unwrap_or(&t));
@@ -312,7 +344,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
     }
 
     fn resolve_envelope(&self) -> Resolved {
-        let id = self.envelope().customer.unwrap_or_default();
+        let id = self.identity();
         self.resolve(&id.phone, &id.bsuid, &BTreeMap::new())
     }
 
@@ -332,8 +364,8 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 seq: 0,
                 source: Some(self.input.source.clone()),
                 input_id: self.input_id.clone(),
-                body_sha256: e.body_sha256,
-                phone_number_id: e.phone_number_id,
+                body_sha256: e.body_sha256.clone(),
+                phone_number_id: e.phone_number_id.clone(),
                 customer: customer.map(|c| c.to_vec()).unwrap_or_default(),
                 meta_timestamp: e.meta_timestamp,
                 ingest_time_ms: e.ingest_time_ms,
@@ -342,8 +374,8 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 fact_count: 1,
                 links: Vec::new(),
                 natural_key: natural_key.to_vec(),
-                waba_id: e.waba_id,
-                display_phone_number: e.display_phone_number,
+                waba_id: e.waba_id.clone(),
+                display_phone_number: e.display_phone_number.clone(),
                 fact: Some(fact),
                 sealed: None,
             },
@@ -393,8 +425,16 @@ impl<'a, T: Tagger> Cx<'a, T> {
         if self.state.seen.contains(&key) {
             return Ok(Step::Duplicate);
         }
-        let resolved = self.resolve_envelope();
-        let identity = self.envelope().customer;
+        let mut resolved = self.resolve_envelope();
+        if resolved.customer.is_none() {
+            // user_changed_user_id names the customer only by the old BSUID.
+            if let Some(Content::System(s)) = &m.content {
+                if !s.previous_user_id.is_empty() {
+                    resolved = self.resolve("", &s.previous_user_id, &BTreeMap::new());
+                }
+            }
+        }
+        let identity = self.envelope().customer.clone();
         let content = self.personal_message(identity, m);
         let sealable = Some(self.sealable(resolved.customer, content));
         if !m.group_id.is_empty() {
@@ -534,7 +574,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         }
         let resolved = self.resolve_envelope();
         let content = Personal {
-            customer: self.envelope().customer,
+            customer: self.envelope().customer.clone(),
             content: Some(personal::Content::Status(s.clone())),
         };
         let sealable = Some(self.sealable(resolved.customer, content));
@@ -586,15 +626,15 @@ impl<'a, T: Tagger> Cx<'a, T> {
             .numbers
             .get(&e.phone_number_id)
             .map(|n| n.waba_id.clone())
-            .or(Some(e.waba_id.clone()))
+            .or_else(|| Some(e.waba_id.clone()))
             .and_then(|w| self.state.wabas.get(&w))
             .and_then(|w| w.onboarded_at)
             .unwrap_or(e.ingest_time_ms.div_euclid(1000))
     }
 
     fn is_outgoing(&self, m: &Message) -> bool {
-        let display = self.envelope().display_phone_number;
-        !m.to.is_empty() || !m.to_user_id.is_empty() || (!display.is_empty() && m.from == display)
+        let display = &self.envelope().display_phone_number;
+        !m.to.is_empty() || !m.to_user_id.is_empty() || (!display.is_empty() && m.from == *display)
     }
 
     fn history_chunk(&self, h: &HistoryChunk) -> Result<Step, Rejection> {
@@ -613,7 +653,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
             return Ok(Step::Duplicate);
         }
         let envelope = self.envelope();
-        let identity = envelope.customer.clone().unwrap_or_default();
+        let identity = self.identity();
         let thread_phone = if identity.phone.is_empty() {
             h.thread_id.clone()
         } else {
@@ -739,7 +779,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
             ));
         }
         let resolved = self.resolve_envelope();
-        let content = self.personal_message(self.envelope().customer, m);
+        let content = self.personal_message(self.envelope().customer.clone(), m);
         let sealable = Some(self.sealable(resolved.customer, content));
         let fact = match self.state.messages.get(&message) {
             Some(known) if known.media_pending => F::MediaEnriched(MediaEnriched {
@@ -979,7 +1019,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         }
         let only = self.envelope_number();
         let mut facts = Vec::new();
-        let only_waba = self.state.numbers.get(&only).map(|n| n.waba_id.clone());
+        let only_waba = self.state.numbers.get(only).map(|n| n.waba_id.clone());
         for (waba_id, waba) in &self.state.wabas {
             if !only.is_empty() && only_waba.as_ref() != Some(waba_id) {
                 continue;

@@ -84,7 +84,10 @@ fn bytes(w: &World) -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // PROPTEST_CASES raises the case count for a longer hunt.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+    ))]
 
     #[test]
     fn the_same_inputs_give_the_same_records(events in prop::collection::vec(event(), 0..60)) {
