@@ -5,14 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 use twinlog_proto::v1::{
-    Envelope, Identity,
     audit_record::Fact as F, ingest_event::Kind, message::Content, personal, AccountUpdate,
-    AccountUpdated, AuditRecord, Channel, ContactSync, ContactSynced, CustomerErased,
+    AccountUpdated, AuditRecord, Channel, ContactSync, ContactSynced, CustomerErased, Envelope,
     HeartbeatChanged, HeartbeatLevel, HistoryChunk, HistoryChunkRecorded, HistoryDeclinedRecorded,
-    IdentityKind, IdentityLink, IngestEvent, InputKind, MediaEnriched, Message, MessageRecorded,
-    MessageStatus, OutOfScope, Personal, Provenance, Rejected, RevisionKind, RevisionRecorded,
-    StatusEffect, StatusRecorded, SyncWindowClosed, SyncWindowOpened, UnknownRecorded,
-    WebhookErrorsRecorded,
+    Identity, IdentityKind, IdentityLink, IngestEvent, InputKind, MediaEnriched, Message,
+    MessageRecorded, MessageStatus, OutOfScope, Personal, Provenance, Rejected, RevisionKind,
+    RevisionRecorded, StatusEffect, StatusRecorded, SyncWindowClosed, SyncWindowOpened,
+    UnknownRecorded, WebhookErrorsRecorded,
 };
 
 use crate::state::best_rank;

@@ -104,31 +104,7 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
         }
     }
     if !record.phone_number_id.is_empty() {
-        let number = state
-            .numbers
-            .entry(record.phone_number_id.clone())
-            .or_insert_with(|| NumberState {
-                connected: true,
-                heartbeat: HeartbeatLevel::Ok as i32,
-                ..NumberState::default()
-            });
-        if !record.waba_id.is_empty() && number.waba_id.is_empty() {
-            number.waba_id = record.waba_id.clone();
-        }
-        if !number.waba_id.is_empty() {
-            state
-                .wabas
-                .entry(number.waba_id.clone())
-                .or_default()
-                .numbers
-                .insert(record.phone_number_id.clone());
-        }
-        if !record.display_phone_number.is_empty() {
-            state
-                .display_numbers
-                .entry(record.display_phone_number.clone())
-                .or_insert_with(|| record.phone_number_id.clone());
-        }
+        note_number(state, record);
     }
     let Some(fact) = &record.fact else { return };
     match fact {
@@ -251,6 +227,46 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
             }
         }
         F::OutOfScope(_) | F::Rejected(_) | F::UnknownRecorded(_) | F::WebhookErrors(_) => {}
+    }
+}
+
+/// Learns a number, its account and its display number. Looks up before it
+/// inserts, so the common case (all known) allocates nothing.
+fn note_number(state: &mut State, record: &AuditRecord) {
+    let id = &record.phone_number_id;
+    if !state.numbers.contains_key(id) {
+        state.numbers.insert(
+            id.clone(),
+            NumberState {
+                connected: true,
+                heartbeat: HeartbeatLevel::Ok as i32,
+                ..NumberState::default()
+            },
+        );
+    }
+    let Some(number) = state.numbers.get_mut(id) else {
+        return;
+    };
+    if number.waba_id.is_empty() && !record.waba_id.is_empty() {
+        number.waba_id.clone_from(&record.waba_id);
+    }
+    if !number.waba_id.is_empty() {
+        let known = state
+            .wabas
+            .get(&number.waba_id)
+            .is_some_and(|w| w.numbers.contains(id));
+        if !known {
+            state
+                .wabas
+                .entry(number.waba_id.clone())
+                .or_default()
+                .numbers
+                .insert(id.clone());
+        }
+    }
+    let display = &record.display_phone_number;
+    if !display.is_empty() && !state.display_numbers.contains_key(display) {
+        state.display_numbers.insert(display.clone(), id.clone());
     }
 }
 
