@@ -3,3 +3,4 @@
 mod determinism;
 mod fold;
 mod privacy;
+mod simulation;
