@@ -117,6 +117,16 @@ pub enum Tamper {
     #[error("record {seq} is beyond the tree size {tree_size}")]
     RecordBeyondSize { seq: u64, tree_size: u64 },
 
+    #[error("record segment {first}..{end} is corrupt: {reason}")]
+    SegmentCorrupt {
+        first: u64,
+        end: u64,
+        reason: String,
+    },
+
+    #[error("stored hash segment at index {first} is corrupt: {reason}")]
+    HashSegmentCorrupt { first: u64, reason: String },
+
     #[error("stored hash {index} (level {level}, node {node}) is missing")]
     StoredHashMissing { index: u64, level: u8, node: u64 },
 

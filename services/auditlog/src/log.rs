@@ -12,10 +12,13 @@ use signed_note::{Note, StandardSigner};
 use tlog_tiles::{Checkpoint, Hash, HashReader};
 
 use crate::error::LogError;
+use crate::frontier::{self, Frontier};
 use crate::proof::{ConsistencyProof, HashBytes, InclusionProof};
+use crate::segment::{self, RecordSegment, HASH_BYTES, HASH_SEGMENT_HASHES_MAX};
 
-/// Version of the on-disk layout, stored in `log.json`.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk layout, stored in `log.json`. Format 1 stored one
+/// sled key per record and per stored hash; format 2 stores segments.
+pub const FORMAT_VERSION: u32 = 2;
 /// Most records in one [`AuditLog::append`].
 pub const APPEND_BATCH_COUNT_MAX: usize = 100_000;
 /// Most record bytes in one [`AuditLog::append`].
@@ -80,6 +83,11 @@ pub struct AuditLog {
     verifier_key: String,
     signer: StandardSigner,
     size: u64,
+    /// The right edge of the tree of `size` records, so that an append reads
+    /// no hash from sled. Rebuilt from the hash segments at open; `None` if
+    /// they could not give it (a damaged log must still open, to be
+    /// verified): the next append reads it again, or fails.
+    frontier: Option<Frontier>,
     /// Set when a flush failed: sled may hold a batch that is not durable, so
     /// the in-memory view can no longer be trusted.
     poisoned: bool,
@@ -193,22 +201,24 @@ fn verifier_key_of(skey: &str) -> Option<String> {
     ))
 }
 
-/// Reads stored hashes from sled, and those at `base..` from `pending` (the
-/// hashes of the batch being built). IO failures are kept in `failure`,
-/// because `HashReader` can only return a `tlog_tiles::Error`.
+/// Reads stored hashes below `limit` from the frontier or from the hash
+/// segments in sled, keeping the last segment read. IO failures are kept in
+/// `failure`, because `HashReader` can only return a `tlog_tiles::Error`.
 pub(crate) struct StoreReader<'a> {
     tree: &'a sled::Tree,
-    base: u64,
-    pending: &'a [Hash],
+    frontier: &'a Frontier,
+    limit: u64,
+    segment: RefCell<Option<(u64, sled::IVec)>>,
     failure: RefCell<Option<LogError>>,
 }
 
 impl<'a> StoreReader<'a> {
-    fn new(tree: &'a sled::Tree, base: u64, pending: &'a [Hash]) -> Self {
+    fn new(tree: &'a sled::Tree, frontier: &'a Frontier, limit: u64) -> Self {
         StoreReader {
             tree,
-            base,
-            pending,
+            frontier,
+            limit,
+            segment: RefCell::new(None),
             failure: RefCell::new(None),
         }
     }
@@ -227,83 +237,193 @@ impl<'a> StoreReader<'a> {
             },
         }
     }
+
+    fn read_one(&self, index: u64) -> Result<Hash, LogError> {
+        if index >= self.limit {
+            return Err(LogError::Corrupt {
+                reason: format!("stored hash {index} is beyond the tree"),
+            });
+        }
+        if let Some(hash) = self.frontier.get(index) {
+            return Ok(hash);
+        }
+        if let Some((first, value)) = self.segment.borrow().as_ref() {
+            if let Some(hash) = segment::hash_in(*first, value, index) {
+                return Ok(Hash(hash));
+            }
+        }
+        let (first, value) = hash_segment_at(self.tree, index)?;
+        let hash = segment::hash_in(first, &value, index).ok_or_else(|| LogError::Corrupt {
+            reason: format!("stored hash {index} is missing"),
+        })?;
+        *self.segment.borrow_mut() = Some((first, value));
+        Ok(Hash(hash))
+    }
 }
 
 impl HashReader for StoreReader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
         let mut out = Vec::with_capacity(indexes.len());
         for &index in indexes {
-            if index >= self.base {
-                let pending = usize::try_from(index - self.base)
-                    .ok()
-                    .and_then(|i| self.pending.get(i));
-                match pending {
-                    Some(hash) => out.push(*hash),
-                    None => {
-                        return Err(self.fail(LogError::Corrupt {
-                            reason: format!("stored hash {index} is beyond the tree"),
-                        }))
-                    }
-                }
-                continue;
-            }
-            match self.tree.get(hash_key(index)) {
-                Ok(Some(value)) => match HashBytes::try_from(value.as_ref()) {
-                    Ok(hash) => out.push(Hash(hash)),
-                    Err(_) => {
-                        return Err(self.fail(LogError::Corrupt {
-                            reason: format!("stored hash {index} is not 32 bytes"),
-                        }))
-                    }
-                },
-                Ok(None) => {
-                    return Err(self.fail(LogError::Corrupt {
-                        reason: format!("stored hash {index} is missing"),
-                    }))
-                }
-                Err(source) => {
-                    return Err(self.fail(LogError::Read {
-                        what: format!("stored hash {index}"),
-                        source,
-                    }))
-                }
+            match self.read_one(index) {
+                Ok(hash) => out.push(hash),
+                Err(error) => return Err(self.fail(error)),
             }
         }
         Ok(out)
     }
 }
 
-/// Reads the records `[next_seq, end)` in order and reports a gap as a
-/// missing record.
+/// The stored value with the greatest key `prefix` + n with n <= `number`.
+fn segment_at(
+    tree: &sled::Tree,
+    prefix: u8,
+    number: u64,
+    what: impl FnOnce() -> String,
+) -> Result<Option<(u64, sled::IVec)>, LogError> {
+    match tree
+        .range(prefixed(prefix, 0)..=prefixed(prefix, number))
+        .next_back()
+    {
+        None => Ok(None),
+        Some(Ok((key, value))) => match key_number(&key) {
+            Some(first) => Ok(Some((first, value))),
+            None => Err(LogError::Corrupt {
+                reason: format!("{} has a malformed key", what()),
+            }),
+        },
+        Some(Err(source)) => Err(LogError::Read {
+            what: what(),
+            source,
+        }),
+    }
+}
+
+/// The right edge of the tree of `size` records, from the hash segments.
+fn read_frontier(tree: &sled::Tree, size: u64) -> Result<Frontier, LogError> {
+    let reader = StoreReader::new(tree, &frontier::EMPTY, tlog_tiles::stored_hash_count(size));
+    Frontier::read(size, &reader).map_err(|e| {
+        reader.error(
+            e,
+            &format!("reading the right edge of the tree of size {size}"),
+        )
+    })
+}
+
+/// The hash segment holding stored hash `index`, checked.
+pub(crate) fn hash_segment_at(
+    tree: &sled::Tree,
+    index: u64,
+) -> Result<(u64, sled::IVec), LogError> {
+    let what = || format!("the hash segment of stored hash {index}");
+    let (first, value) =
+        segment_at(tree, PREFIX_HASH, index, what)?.ok_or_else(|| LogError::Corrupt {
+            reason: format!("stored hash {index} is missing"),
+        })?;
+    if let Some(reason) = segment::hash_segment_fault(&value) {
+        return Err(LogError::Corrupt {
+            reason: format!("the stored hash segment at index {first} is corrupt: {reason}"),
+        });
+    }
+    Ok((first, value))
+}
+
+/// The record segment holding record `seq`, parsed.
+pub(crate) fn record_segment_at(
+    tree: &sled::Tree,
+    seq: u64,
+) -> Result<RecordSegment<sled::IVec>, LogError> {
+    let what = || format!("the segment of record {seq}");
+    let (first, value) =
+        segment_at(tree, PREFIX_RECORD, seq, what)?.ok_or(LogError::RecordMissing { seq })?;
+    let segment = parse_record_segment(first, value)?;
+    if seq >= segment.end() {
+        return Err(LogError::RecordMissing { seq });
+    }
+    Ok(segment)
+}
+
+pub(crate) fn parse_record_segment(
+    first: u64,
+    value: sled::IVec,
+) -> Result<RecordSegment<sled::IVec>, LogError> {
+    RecordSegment::parse(first, value).map_err(|fault| LogError::Corrupt {
+        reason: match fault.count {
+            Some(count) => format!(
+                "record segment {first}..{} is unreadable: {}",
+                first + count,
+                fault.reason
+            ),
+            None => format!(
+                "the record segment at seq {first} is unreadable: {}",
+                fault.reason
+            ),
+        },
+    })
+}
+
+/// Streams the records `[next_seq, end)` segment by segment, and reports a
+/// gap as a missing record.
 struct RecordIter {
-    inner: Option<sled::Iter>,
+    tree: sled::Tree,
+    /// The later segments, once the one holding the first record is found.
+    segments: Option<sled::Iter>,
+    current: Option<RecordSegment<sled::IVec>>,
     next_seq: u64,
     end: u64,
+    failed: bool,
+}
+
+impl RecordIter {
+    fn next_segment(&mut self) -> Result<RecordSegment<sled::IVec>, LogError> {
+        let expected = self.next_seq;
+        let Some(segments) = self.segments.as_mut() else {
+            let segment = record_segment_at(&self.tree, expected)?;
+            self.segments = Some(
+                self.tree
+                    .range(record_key(segment.end())..record_key(self.end)),
+            );
+            return Ok(segment);
+        };
+        match segments.next() {
+            Some(Ok((key, value))) if key_number(&key) == Some(expected) => {
+                parse_record_segment(expected, value)
+            }
+            Some(Err(source)) => Err(LogError::Read {
+                what: format!("the segment of record {expected}"),
+                source,
+            }),
+            Some(Ok(_)) | None => Err(LogError::RecordMissing { seq: expected }),
+        }
+    }
 }
 
 impl Iterator for RecordIter {
     type Item = Result<(u64, Vec<u8>), LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next_seq >= self.end {
+        if self.failed || self.next_seq >= self.end {
             return None;
         }
-        let expected = self.next_seq;
-        let item = self.inner.as_mut()?.next();
-        let result = match item {
-            Some(Ok((key, value))) if key_number(&key) == Some(expected) => {
-                self.next_seq += 1;
-                return Some(Ok((expected, value.to_vec())));
+        let seq = self.next_seq;
+        let in_current = self
+            .current
+            .as_ref()
+            .is_some_and(|segment| seq < segment.end());
+        if !in_current {
+            match self.next_segment() {
+                Ok(segment) => self.current = Some(segment),
+                Err(error) => {
+                    // Stop after the first error.
+                    self.failed = true;
+                    self.current = None;
+                    return Some(Err(error));
+                }
             }
-            Some(Err(source)) => Err(LogError::Read {
-                what: format!("record {expected}"),
-                source,
-            }),
-            Some(Ok(_)) | None => Err(LogError::RecordMissing { seq: expected }),
-        };
-        // Stop after the first error.
-        self.inner = None;
-        Some(result)
+        }
+        let segment = self.current.as_ref()?;
+        self.next_seq += 1;
+        Some(Ok((seq, segment.record(seq).to_vec())))
     }
 }
 
@@ -375,6 +495,7 @@ impl AuditLog {
             verifier_key: vkey,
             signer,
             size: 0,
+            frontier: Some(Frontier::default()),
             poisoned: false,
         })
     }
@@ -393,12 +514,20 @@ impl AuditLog {
             reason: e.to_string(),
         })?;
         if meta.format_version != FORMAT_VERSION {
+            let reason = if meta.format_version == 1 {
+                "format version 1 (one sled key per record) is not read by this \
+                 build, which writes format 2 (record segments); there is no \
+                 migration: create a new log"
+                    .to_owned()
+            } else {
+                format!(
+                    "format version {} is not {FORMAT_VERSION}, the only one this build reads",
+                    meta.format_version
+                )
+            };
             return Err(LogError::Metadata {
                 path: meta_path,
-                reason: format!(
-                    "format version {} is not {FORMAT_VERSION}",
-                    meta.format_version
-                ),
+                reason,
             });
         }
 
@@ -451,6 +580,8 @@ impl AuditLog {
             }
         };
 
+        let frontier = read_frontier(&tree, size).ok();
+
         Ok(AuditLog {
             dir: dir.to_path_buf(),
             db,
@@ -459,6 +590,7 @@ impl AuditLog {
             verifier_key: meta.verifier_key,
             signer,
             size,
+            frontier,
             poisoned: false,
         })
     }
@@ -502,6 +634,9 @@ impl AuditLog {
     /// Appends `batch.leaves` as records `size..size + n` and applies
     /// `batch.side_writes`, with the stored hashes, the new tree size and a
     /// new signed checkpoint, in one sled batch and one flush (group commit).
+    /// The records go into record segments of at most
+    /// [`SEGMENT_RECORDS_MAX`](crate::SEGMENT_RECORDS_MAX) records, the new
+    /// stored hashes into hash segments: a few sled values per batch.
     pub fn append(&mut self, batch: AppendBatch) -> Result<Appended, LogError> {
         let first_seq = self.size;
         if self.poisoned {
@@ -557,32 +692,47 @@ impl AuditLog {
             max: APPEND_BATCH_COUNT_MAX,
         })?;
         let tree_size = first_seq + count;
-        let mut sled_batch = sled::Batch::default();
 
-        // Stored hashes of the new records, computed over sled plus the
-        // hashes of this batch so far.
+        // Stored hashes of the new records, from the in-memory right edge:
+        // no sled read. `frontier` is committed only with the batch.
         let base = tlog_tiles::stored_hash_count(first_seq);
-        let mut pending: Vec<Hash> = Vec::with_capacity(leaves.len() * 2 + 64);
-        for (seq, leaf) in (first_seq..).zip(&leaves) {
-            let reader = StoreReader::new(&self.tree, base, &pending);
-            let hashes = tlog_tiles::stored_hashes(seq, leaf, &reader)
-                .map_err(|e| reader.error(e, &format!("computing the hashes of record {seq}")))?;
-            pending.extend(hashes);
-        }
-        let root = if leaves.is_empty() {
-            self.root(first_seq)?
-        } else {
-            let reader = StoreReader::new(&self.tree, base, &pending);
-            tlog_tiles::tree_hash(tree_size, &reader)
-                .map_err(|e| reader.error(e, &format!("computing the root at size {tree_size}")))?
-                .0
+        let mut frontier = match &self.frontier {
+            Some(frontier) => frontier.clone(),
+            None => read_frontier(&self.tree, first_seq)?,
         };
-
-        for (index, hash) in (base..).zip(&pending) {
-            sled_batch.insert(&hash_key(index), &hash.0);
+        let mut new_hashes: Vec<u8> = Vec::with_capacity(leaves.len() * 2 * HASH_BYTES);
+        for (seq, leaf) in (first_seq..).zip(&leaves) {
+            let hashes =
+                tlog_tiles::stored_hashes(seq, leaf, &frontier).map_err(|e| LogError::Corrupt {
+                    reason: format!("computing the hashes of record {seq}: {e}"),
+                })?;
+            frontier.push(seq, &hashes);
+            for hash in &hashes {
+                new_hashes.extend_from_slice(&hash.0);
+            }
         }
-        for (seq, leaf) in (first_seq..).zip(leaves) {
-            sled_batch.insert(&record_key(seq), leaf);
+        let root = frontier
+            .root(tree_size)
+            .map_err(|e| LogError::Corrupt {
+                reason: format!("computing the root at size {tree_size}: {e}"),
+            })?
+            .0;
+
+        let mut sled_batch = sled::Batch::default();
+        let mut seq = first_seq;
+        let mut at = 0;
+        for count in segment::split(&leaves) {
+            let records = &leaves[at..at + count];
+            sled_batch.insert(&record_key(seq), segment::encode(records));
+            seq += count as u64;
+            at += count;
+        }
+        drop(leaves);
+        for (index, chunk) in (base..)
+            .step_by(HASH_SEGMENT_HASHES_MAX)
+            .zip(new_hashes.chunks(HASH_SEGMENT_HASHES_MAX * HASH_BYTES))
+        {
+            sled_batch.insert(&hash_key(index), chunk);
         }
         if tree_size != first_seq {
             let note = sign_checkpoint(&self.signer, &self.origin, tree_size, root)?;
@@ -605,6 +755,7 @@ impl AuditLog {
             })?;
         // sled now shows the batch to readers; keep the size in step with it.
         self.size = tree_size;
+        self.frontier = Some(frontier);
         if let Err(source) = self.db.flush() {
             self.poisoned = true;
             return Err(LogError::Flush {
@@ -624,29 +775,25 @@ impl AuditLog {
         if seq >= self.size {
             return Ok(None);
         }
-        match self.tree.get(record_key(seq)) {
-            Ok(Some(value)) => Ok(Some(value.to_vec())),
-            Ok(None) => Err(LogError::RecordMissing { seq }),
-            Err(source) => Err(LogError::Read {
-                what: format!("record {seq}"),
-                source,
-            }),
-        }
+        let segment = record_segment_at(&self.tree, seq)?;
+        Ok(Some(segment.record(seq).to_vec()))
     }
 
     /// The records with seqs in `[from, to)`, capped at the tree size, in
-    /// order. A gap is reported as a missing record, and ends the iteration.
+    /// order, read one segment at a time. A gap is reported as a missing
+    /// record, and ends the iteration.
     pub fn records(
         &self,
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>), LogError>> {
-        let end = to.min(self.size);
-        let inner = (from < end).then(|| self.tree.range(record_key(from)..record_key(end)));
         RecordIter {
-            inner,
+            tree: self.tree.clone(),
+            segments: None,
+            current: None,
             next_seq: from,
-            end,
+            end: to.min(self.size),
+            failed: false,
         }
     }
 
@@ -683,6 +830,11 @@ impl AuditLog {
     /// The root of the tree of the first `size` records.
     pub fn root(&self, size: u64) -> Result<HashBytes, LogError> {
         self.check_size(size)?;
+        if let Some(frontier) = self.frontier.as_ref().filter(|_| size == self.size) {
+            if let Ok(root) = frontier.root(size) {
+                return Ok(root.0);
+            }
+        }
         let reader = self.reader();
         tlog_tiles::tree_hash(size, &reader)
             .map(|h| h.0)
@@ -773,11 +925,15 @@ impl AuditLog {
     }
 
     fn reader(&self) -> StoreReader<'_> {
-        StoreReader::new(&self.tree, tlog_tiles::stored_hash_count(self.size), &[])
+        StoreReader::new(
+            &self.tree,
+            self.frontier.as_ref().unwrap_or(&frontier::EMPTY),
+            tlog_tiles::stored_hash_count(self.size),
+        )
     }
 }
 
-fn open_db(path: &Path) -> Result<sled::Db, LogError> {
+pub(crate) fn open_db(path: &Path) -> Result<sled::Db, LogError> {
     sled::Config::new()
         .path(path)
         .open()
@@ -787,7 +943,7 @@ fn open_db(path: &Path) -> Result<sled::Db, LogError> {
         })
 }
 
-fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree, LogError> {
+pub(crate) fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree, LogError> {
     db.open_tree(TREE_NAME).map_err(|source| LogError::OpenDb {
         path: path.to_path_buf(),
         source,

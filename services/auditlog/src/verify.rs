@@ -4,11 +4,13 @@
 use std::iter::Peekable;
 
 use signed_note::{Note, StandardVerifier, VerifierList};
-use tlog_tiles::{Checkpoint, Hash, HashReader};
+use tlog_tiles::{Checkpoint, Hash};
 
 use crate::error::{LogError, Tamper, VerifyError};
+use crate::frontier::Frontier;
 use crate::log::{key_number, AuditLog, PREFIX_CHECKPOINT, PREFIX_HASH, PREFIX_RECORD};
 use crate::proof::HashBytes;
+use crate::segment::{self, RecordSegment};
 
 /// How often [`AuditLog::verify`] reports progress.
 pub const VERIFY_PROGRESS_INTERVAL_RECORDS: u64 = 4096;
@@ -25,43 +27,6 @@ pub struct VerifyReport {
     pub checkpoints_checked: u64,
 }
 
-/// The roots of the complete subtrees on the right edge of the tree built so
-/// far: the only hashes `tlog_tiles` needs to add a record or compute the
-/// root. At most 64 entries, so verification runs in bounded memory.
-#[derive(Default)]
-struct Frontier {
-    /// `(stored hash index, hash)`, left to right.
-    nodes: Vec<(u64, Hash)>,
-}
-
-impl HashReader for Frontier {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|index| {
-                self.nodes
-                    .iter()
-                    .find(|(i, _)| i == index)
-                    .map(|(_, h)| *h)
-                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
-            })
-            .collect()
-    }
-}
-
-impl Frontier {
-    /// Records the hashes `stored_hashes(n, ..)` returned for record `n`: the
-    /// leaf, then one per subtree it completes, each merging one frontier node.
-    fn push(&mut self, n: u64, hashes: &[Hash]) {
-        let merged = hashes.len() - 1;
-        self.nodes.truncate(self.nodes.len() - merged);
-        let level = u8::try_from(merged).expect("a record completes at most 64 subtrees");
-        let top = hashes[merged];
-        self.nodes
-            .push((tlog_tiles::stored_hash_index(level, n >> level), top));
-    }
-}
-
 type SledItem = Result<(sled::IVec, sled::IVec), sled::Error>;
 
 fn read_error(what: &str) -> impl FnOnce(sled::Error) -> VerifyError + '_ {
@@ -73,13 +38,72 @@ fn read_error(what: &str) -> impl FnOnce(sled::Error) -> VerifyError + '_ {
     }
 }
 
+fn rebuild_error(reason: String) -> VerifyError {
+    VerifyError::Log(LogError::Corrupt { reason })
+}
+
+/// The stored hashes in index order, one hash segment at a time.
+struct HashStream {
+    segments: sled::Iter,
+    /// The segment being read: its first index and value.
+    current: Option<(u64, sled::IVec)>,
+}
+
+impl HashStream {
+    /// The stored hash at `index`, the one after the last taken, or `None`
+    /// if no segment holds it where it should be.
+    fn take(&mut self, index: u64) -> Result<Option<HashBytes>, VerifyError> {
+        if let Some((first, value)) = &self.current {
+            if let Some(hash) = segment::hash_in(*first, value, index) {
+                return Ok(Some(hash));
+            }
+        }
+        self.current = None;
+        let Some(item) = self.segments.next() else {
+            return Ok(None);
+        };
+        let (key, value) = item.map_err(read_error("a stored hash segment"))?;
+        if key_number(&key) != Some(index) {
+            return Ok(None);
+        }
+        if let Some(reason) = segment::hash_segment_fault(&value) {
+            return Err(Tamper::HashSegmentCorrupt {
+                first: index,
+                reason,
+            }
+            .into());
+        }
+        let hash = segment::hash_in(index, &value, index);
+        self.current = Some((index, value));
+        Ok(hash)
+    }
+
+    /// The index of the first stored hash left after `next`, if any.
+    fn leftover(&mut self, next: u64) -> Result<Option<u64>, VerifyError> {
+        if let Some((first, value)) = &self.current {
+            if segment::hash_in(*first, value, next).is_some() {
+                return Ok(Some(next));
+            }
+        }
+        match self.segments.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, _) = item.map_err(read_error("a stored hash segment"))?;
+                Ok(Some(key_number(&key).unwrap_or(u64::MAX)))
+            }
+        }
+    }
+}
+
 impl AuditLog {
     /// Rebuilds the whole tree from the stored records and checks it:
-    /// records are contiguous from seq 0, every stored hash equals the
-    /// recomputed one, and every stored checkpoint is signed by the log key
-    /// and carries the recomputed root at its size. Names the first bad
-    /// record, hash or checkpoint. Calls `progress(done, total)` every
-    /// [`VERIFY_PROGRESS_INTERVAL_RECORDS`] records and at the end.
+    /// record segments are well formed and hold the seqs from 0 contiguously,
+    /// every stored hash equals the one recomputed from the record bytes, and
+    /// every stored checkpoint is signed by the log key and carries the
+    /// recomputed root at its size. Names the first bad record, segment, hash
+    /// or checkpoint. Reads one segment at a time. Calls
+    /// `progress(done, total)` every [`VERIFY_PROGRESS_INTERVAL_RECORDS`]
+    /// records and at the end.
     pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, VerifyError> {
         let tree_size = self.size();
         let verifier = StandardVerifier::new(self.verifier_key()).map_err(|e| {
@@ -89,8 +113,11 @@ impl AuditLog {
         })?;
         let verifiers = VerifierList::new(vec![Box::new(verifier)]);
 
-        let mut records = self.tree.scan_prefix([PREFIX_RECORD]);
-        let mut hashes = self.tree.scan_prefix([PREFIX_HASH]);
+        let mut segments = self.tree.scan_prefix([PREFIX_RECORD]).peekable();
+        let mut hashes = HashStream {
+            segments: self.tree.scan_prefix([PREFIX_HASH]),
+            current: None,
+        };
         let mut checkpoints = self.tree.scan_prefix([PREFIX_CHECKPOINT]).peekable();
         let mut frontier = Frontier::default();
         let mut audit = CheckpointAudit {
@@ -104,76 +131,91 @@ impl AuditLog {
 
         audit.check_at(&mut checkpoints, 0, tlog_tiles::EMPTY_HASH)?;
         let mut stored_hashes_checked: u64 = 0;
-        for n in 0..tree_size {
-            let record = match records.next() {
+        let mut n: u64 = 0;
+        while n < tree_size {
+            let (key, value) = match segments.next() {
                 None => return Err(Tamper::RecordMissing { seq: n }.into()),
-                Some(item) => {
-                    let (key, value) = item.map_err(read_error("a record"))?;
-                    match key_number(&key) {
-                        Some(seq) if seq == n => value,
-                        _ => return Err(Tamper::RecordMissing { seq: n }.into()),
-                    }
-                }
+                Some(item) => item.map_err(read_error("a record segment"))?,
             };
-            let recomputed = tlog_tiles::stored_hashes(n, &record, &frontier).map_err(|e| {
-                VerifyError::Log(LogError::Corrupt {
-                    reason: format!("rebuilding the tree at record {n}: {e}"),
-                })
-            })?;
-            let first_index = tlog_tiles::stored_hash_index(0, n);
-            for (index, want) in (first_index..).zip(&recomputed) {
-                let (level, node) = tlog_tiles::split_stored_hash_index(index);
-                let stored = match hashes.next() {
-                    None => None,
-                    Some(item) => {
-                        let (key, value) = item.map_err(read_error("a stored hash"))?;
-                        if key_number(&key) != Some(index) {
-                            None
-                        } else {
-                            Some(value)
-                        }
+            let first = match key_number(&key) {
+                Some(first) if first == n => first,
+                Some(first) if first < n => {
+                    return Err(Tamper::SegmentCorrupt {
+                        first,
+                        end: n,
+                        reason: format!("it overlaps the records before seq {n}"),
                     }
-                };
-                let Some(stored) = stored else {
-                    return Err(Tamper::StoredHashMissing { index, level, node }.into());
-                };
-                if stored.as_ref() != want.0.as_slice() {
-                    return Err(if level == 0 {
-                        Tamper::RecordMismatch { seq: n }
-                    } else {
-                        Tamper::StoredHashMismatch { index, level, node }
+                    .into())
+                }
+                _ => return Err(Tamper::RecordMissing { seq: n }.into()),
+            };
+            let segment = match RecordSegment::parse(first, value) {
+                Ok(segment) => segment,
+                Err(fault) => {
+                    // Without a readable count, the segment ends where the
+                    // next one starts.
+                    let end = match fault.count {
+                        Some(count) => first + count,
+                        None => match segments.peek() {
+                            Some(Ok((key, _))) => key_number(key).unwrap_or(tree_size),
+                            _ => tree_size,
+                        },
+                    };
+                    return Err(Tamper::SegmentCorrupt {
+                        first,
+                        end,
+                        reason: fault.reason,
                     }
                     .into());
                 }
-                stored_hashes_checked += 1;
-            }
-            frontier.push(n, &recomputed);
-
-            let size = n + 1;
-            if checkpoints
-                .peek()
-                .is_some_and(|item| matches!(item, Ok((key, _)) if key_number(key) == Some(size)))
-            {
-                let root = tlog_tiles::tree_hash(size, &frontier).map_err(|e| {
-                    VerifyError::Log(LogError::Corrupt {
-                        reason: format!("computing the root at size {size}: {e}"),
-                    })
+            };
+            for record in segment.records() {
+                if n >= tree_size {
+                    return Err(Tamper::RecordBeyondSize { seq: n, tree_size }.into());
+                }
+                let recomputed = tlog_tiles::stored_hashes(n, record, &frontier).map_err(|e| {
+                    rebuild_error(format!("rebuilding the tree at record {n}: {e}"))
                 })?;
-                audit.check_at(&mut checkpoints, size, root)?;
-            }
-            if size % VERIFY_PROGRESS_INTERVAL_RECORDS == 0 {
-                progress(size, tree_size);
+                let first_index = tlog_tiles::stored_hash_index(0, n);
+                for (index, want) in (first_index..).zip(&recomputed) {
+                    let (level, node) = tlog_tiles::split_stored_hash_index(index);
+                    let Some(stored) = hashes.take(index)? else {
+                        return Err(Tamper::StoredHashMissing { index, level, node }.into());
+                    };
+                    if stored != want.0 {
+                        return Err(if level == 0 {
+                            Tamper::RecordMismatch { seq: n }
+                        } else {
+                            Tamper::StoredHashMismatch { index, level, node }
+                        }
+                        .into());
+                    }
+                    stored_hashes_checked += 1;
+                }
+                frontier.push(n, &recomputed);
+
+                let size = n + 1;
+                if checkpoints.peek().is_some_and(
+                    |item| matches!(item, Ok((key, _)) if key_number(key) == Some(size)),
+                ) {
+                    let root = frontier.root(size).map_err(|e| {
+                        rebuild_error(format!("computing the root at size {size}: {e}"))
+                    })?;
+                    audit.check_at(&mut checkpoints, size, root)?;
+                }
+                if size % VERIFY_PROGRESS_INTERVAL_RECORDS == 0 {
+                    progress(size, tree_size);
+                }
+                n = size;
             }
         }
 
-        if let Some(item) = records.next() {
-            let (key, _) = item.map_err(read_error("a record"))?;
+        if let Some(item) = segments.next() {
+            let (key, _) = item.map_err(read_error("a record segment"))?;
             let seq = key_number(&key).unwrap_or(u64::MAX);
             return Err(Tamper::RecordBeyondSize { seq, tree_size }.into());
         }
-        if let Some(item) = hashes.next() {
-            let (key, _) = item.map_err(read_error("a stored hash"))?;
-            let index = key_number(&key).unwrap_or(u64::MAX);
+        if let Some(index) = hashes.leftover(tlog_tiles::stored_hash_count(tree_size))? {
             return Err(Tamper::StoredHashBeyondSize { index, tree_size }.into());
         }
         if let Some(item) = checkpoints.next() {
@@ -184,12 +226,9 @@ impl AuditLog {
         if !audit.latest_seen {
             return Err(Tamper::CheckpointMissing { size: tree_size }.into());
         }
-        let root = tlog_tiles::tree_hash(tree_size, &frontier)
-            .map_err(|e| {
-                VerifyError::Log(LogError::Corrupt {
-                    reason: format!("computing the root at size {tree_size}: {e}"),
-                })
-            })?
+        let root = frontier
+            .root(tree_size)
+            .map_err(|e| rebuild_error(format!("computing the root at size {tree_size}: {e}")))?
             .0;
         progress(tree_size, tree_size);
         Ok(VerifyReport {

@@ -170,7 +170,7 @@ fn key_files_are_owner_only() {
     assert!(text.starts_with("PRIVATE+KEY+twinlog/"), "{text}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path.join("log.json")).unwrap()).unwrap();
-    assert_eq!(json["format_version"], 1);
+    assert_eq!(json["format_version"], 2);
     assert!(!json.to_string().contains("PRIVATE"));
 
     // A key others can read is refused.

@@ -5,5 +5,6 @@ mod common;
 mod durability;
 mod interop;
 mod proofs;
+mod segments;
 mod tamper;
 mod vectors;

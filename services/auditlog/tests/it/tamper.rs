@@ -1,31 +1,22 @@
-//! Changes made to the sled database behind the log's back are found by
-//! `verify`, which names the record, hash or range.
+//! Changes made to the sled database behind the log's back (through
+//! `twinlog_auditlog::tamper`) are found by `verify`, which names the record,
+//! segment, hash or range.
 
+use std::path::Path;
+
+use twinlog_auditlog::tamper;
 use twinlog_auditlog::{AuditLog, Tamper, VerifyError};
 
 use crate::common::new_log;
 
-const TREE: &str = "twinlog/auditlog";
-
-fn key(prefix: u8, n: u64) -> Vec<u8> {
-    let mut k = vec![prefix];
-    k.extend_from_slice(&n.to_be_bytes());
-    k
-}
-
-/// Builds a 40-record log (checkpoints at 0, 10, 20, 30, 40), closes it,
-/// changes the sled tree with `tamper`, reopens it and verifies.
-fn verify_after(tamper: impl FnOnce(&sled::Tree)) -> Result<(), VerifyError> {
+/// Builds a 40-record log (checkpoints at 0, 10, 20, 30, 40; one segment per
+/// batch), closes it, changes it with `change`, reopens it and verifies.
+fn verify_after(change: impl FnOnce(&Path)) -> Result<(), VerifyError> {
     let dir = tempfile::tempdir().unwrap();
     drop(new_log(dir.path(), 40, 10));
-    let db_path = dir.path().join("log").join("db");
-    {
-        let db = sled::open(&db_path).unwrap();
-        let tree = db.open_tree(TREE).unwrap();
-        tamper(&tree);
-        db.flush().unwrap();
-    }
-    let log = AuditLog::open(&dir.path().join("log")).unwrap();
+    let path = dir.path().join("log");
+    change(&path);
+    let log = tamper::open_when_unlocked(&path).unwrap();
     log.verify(&mut |_, _| {}).map(|_| ())
 }
 
@@ -56,47 +47,77 @@ fn an_untouched_log_verifies() {
 }
 
 #[test]
+fn the_test_log_has_one_segment_per_batch() {
+    verify_after(|dir| {
+        for seq in [0, 9, 10, 17, 39] {
+            let first = seq / 10 * 10;
+            assert_eq!(tamper::segment_of(dir, seq).unwrap(), first..first + 10);
+        }
+    })
+    .unwrap();
+}
+
+#[test]
 fn a_flipped_byte_in_a_record_is_named() {
-    let found = tamper_of(verify_after(|tree| {
-        let mut value = tree.get(key(b'r', 17)).unwrap().unwrap().to_vec();
-        value[3] ^= 0x20;
-        tree.insert(key(b'r', 17), value).unwrap();
-    }));
-    assert_eq!(found, Tamper::RecordMismatch { seq: 17 });
-    assert_eq!(found.to_string(), "record 17 does not match its leaf hash");
+    for seq in [0, 17, 19, 20, 39] {
+        let found = tamper_of(verify_after(|dir| {
+            tamper::flip_record_byte(dir, seq, 3).unwrap();
+        }));
+        assert_eq!(found, Tamper::RecordMismatch { seq });
+        assert_eq!(
+            found.to_string(),
+            format!("record {seq} does not match its leaf hash")
+        );
+    }
+    verify_after(|dir| {
+        let err = tamper::flip_record_byte(dir, 17, 1000).unwrap_err();
+        assert!(err.to_string().contains("no byte 1000"), "{err}");
+    })
+    .unwrap();
 }
 
 #[test]
 fn a_removed_record_is_named() {
-    let found = tamper_of(verify_after(|tree| {
-        tree.remove(key(b'r', 5)).unwrap();
-    }));
-    assert_eq!(found.to_string(), "record 5 is missing");
-    let found = tamper_of(verify_after(|tree| {
-        tree.remove(key(b'r', 39)).unwrap();
-    }));
-    assert_eq!(found, Tamper::RecordMissing { seq: 39 });
+    for seq in [5, 10, 19, 39] {
+        let found = tamper_of(verify_after(|dir| {
+            tamper::remove_record(dir, seq).unwrap();
+        }));
+        assert_eq!(found, Tamper::RecordMissing { seq });
+        assert_eq!(found.to_string(), format!("record {seq} is missing"));
+    }
+}
+
+#[test]
+fn a_removed_segment_is_named_by_its_first_record() {
+    for (seq, first) in [(0, 0), (25, 20), (39, 30)] {
+        let found = tamper_of(verify_after(|dir| {
+            assert_eq!(tamper::remove_segment(dir, seq).unwrap(), first..first + 10);
+        }));
+        assert_eq!(found, Tamper::RecordMissing { seq: first });
+        assert_eq!(found.to_string(), format!("record {first} is missing"));
+    }
 }
 
 #[test]
 fn swapped_records_are_named() {
-    let found = tamper_of(verify_after(|tree| {
-        let a = tree.get(key(b'r', 3)).unwrap().unwrap();
-        let b = tree.get(key(b'r', 7)).unwrap().unwrap();
-        tree.insert(key(b'r', 3), b).unwrap();
-        tree.insert(key(b'r', 7), a).unwrap();
+    // In one segment.
+    let found = tamper_of(verify_after(|dir| {
+        tamper::swap_records(dir, 3, 7).unwrap();
     }));
     assert_eq!(found, Tamper::RecordMismatch { seq: 3 });
+    // Across segments.
+    let found = tamper_of(verify_after(|dir| {
+        tamper::swap_records(dir, 27, 13).unwrap();
+    }));
+    assert_eq!(found, Tamper::RecordMismatch { seq: 13 });
 }
 
-/// The attacker rewrites record 35 and every stored hash so that they agree:
+/// The attacker rewrites a record and every stored hash so that they agree:
 /// only the signed checkpoints give it away, and they bound the range.
 #[test]
-fn a_rewrite_through_sled_with_consistent_hashes_is_caught_by_the_checkpoints() {
-    let found = tamper_of(verify_after(|tree| {
-        tree.insert(key(b'r', 35), b"a forged record".to_vec())
-            .unwrap();
-        rewrite_all_hashes(tree, 40);
+fn a_rewrite_with_consistent_hashes_is_caught_by_the_checkpoints() {
+    let found = tamper_of(verify_after(|dir| {
+        tamper::rewrite_record_and_hashes(dir, 35, b"a forged record").unwrap();
     }));
     assert_eq!(found, Tamper::CheckpointMismatch { size: 40, from: 30 });
     assert_eq!(
@@ -104,40 +125,53 @@ fn a_rewrite_through_sled_with_consistent_hashes_is_caught_by_the_checkpoints() 
         "checkpoint at size 40 does not match the records: the first bad record is in 30..40"
     );
 
-    let found = tamper_of(verify_after(|tree| {
-        tree.insert(key(b'r', 12), b"a forged record".to_vec())
-            .unwrap();
-        rewrite_all_hashes(tree, 40);
+    let found = tamper_of(verify_after(|dir| {
+        tamper::rewrite_record_and_hashes(dir, 12, b"a forged record").unwrap();
     }));
     assert_eq!(found, Tamper::CheckpointMismatch { size: 20, from: 10 });
 }
 
-fn rewrite_all_hashes(tree: &sled::Tree, size: u64) {
-    let mut storage: Vec<tlog_tiles::Hash> = Vec::new();
-    struct Reader<'a>(&'a [tlog_tiles::Hash]);
-    impl tlog_tiles::HashReader for Reader<'_> {
-        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog_tiles::Hash>, tlog_tiles::Error> {
-            Ok(indexes
-                .iter()
-                .map(|&i| self.0[usize::try_from(i).unwrap()])
-                .collect())
-        }
-    }
-    for n in 0..size {
-        let data = tree.get(key(b'r', n)).unwrap().unwrap();
-        let hashes = tlog_tiles::stored_hashes(n, &data, &Reader(&storage)).unwrap();
-        storage.extend(hashes);
-    }
-    for (i, h) in (0u64..).zip(&storage) {
-        tree.insert(key(b'h', i), &h.0).unwrap();
-    }
+#[test]
+fn a_corrupt_offsets_table_names_the_segment() {
+    let found = tamper_of(verify_after(|dir| {
+        assert_eq!(tamper::corrupt_offsets_table(dir, 14).unwrap(), 10..20);
+    }));
+    assert!(
+        matches!(
+            found,
+            Tamper::SegmentCorrupt {
+                first: 10,
+                end: 20,
+                ..
+            }
+        ),
+        "{found:?}"
+    );
+    let text = found.to_string();
+    assert!(
+        text.starts_with("record segment 10..20 is corrupt: its offsets table is corrupt"),
+        "{text}"
+    );
+
+    // Reads report it too, naming the segment.
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_log(dir.path(), 40, 10));
+    let path = dir.path().join("log");
+    tamper::corrupt_offsets_table(&path, 14).unwrap();
+    let log = tamper::open_when_unlocked(&path).unwrap();
+    let err = log.record(12).unwrap_err().to_string();
+    assert!(err.contains("record segment 10..20 is unreadable"), "{err}");
+    assert_eq!(log.record(9).unwrap(), Some(crate::common::record(9)));
+    let read: Vec<_> = log.records(0, 40).collect();
+    assert_eq!(read.len(), 11);
+    assert!(read[10].is_err());
 }
 
 #[test]
 fn a_changed_interior_hash_is_named() {
     // Stored hash 2 is the node over records 0 and 1 (level 1, node 0).
-    let found = tamper_of(verify_after(|tree| {
-        tree.insert(key(b'h', 2), &[7u8; 32]).unwrap();
+    let found = tamper_of(verify_after(|dir| {
+        tamper::set_stored_hash(dir, 2, [7u8; 32]).unwrap();
     }));
     assert_eq!(
         found,
@@ -151,9 +185,13 @@ fn a_changed_interior_hash_is_named() {
 
 #[test]
 fn a_forged_or_removed_checkpoint_is_found() {
-    let found = tamper_of(verify_after(|tree| {
+    let found = tamper_of(verify_after(|dir| {
         // Re-sign the checkpoint at 20 with another key of the same name.
-        let note = tree.get(key(b'c', 20)).unwrap().unwrap();
+        let note = tamper::open_when_unlocked(dir)
+            .unwrap()
+            .checkpoint_at(20)
+            .unwrap()
+            .unwrap();
         let origin = std::str::from_utf8(&note)
             .unwrap()
             .lines()
@@ -171,23 +209,23 @@ fn a_forged_or_removed_checkpoint_is_found() {
         let signer = signed_note::StandardSigner::new(&skey).unwrap();
         let mut forged = signed_note::Note::new(text.as_bytes(), &[]).unwrap();
         forged.add_sigs(&[&signer]).unwrap();
-        tree.insert(key(b'c', 20), forged.to_bytes()).unwrap();
+        tamper::set_checkpoint(dir, 20, Some(&forged.to_bytes())).unwrap();
     }));
     assert!(
         matches!(found, Tamper::CheckpointSignature { size: 20, .. }),
         "{found:?}"
     );
 
-    let found = tamper_of(verify_after(|tree| {
-        tree.remove(key(b'c', 40)).unwrap();
+    let found = tamper_of(verify_after(|dir| {
+        tamper::set_checkpoint(dir, 40, None).unwrap();
     }));
     assert_eq!(found, Tamper::CheckpointMissing { size: 40 });
 }
 
 #[test]
 fn records_beyond_the_tree_size_are_found() {
-    let found = tamper_of(verify_after(|tree| {
-        tree.insert(key(b'r', 40), b"smuggled".to_vec()).unwrap();
+    let found = tamper_of(verify_after(|dir| {
+        assert_eq!(tamper::smuggle_record(dir, b"smuggled").unwrap(), 40);
     }));
     assert_eq!(
         found,
@@ -196,4 +234,30 @@ fn records_beyond_the_tree_size_are_found() {
             tree_size: 40
         }
     );
+}
+
+/// A log whose right-edge hashes are gone still opens, so that `verify` can
+/// name the damage; appending to it fails.
+#[test]
+fn a_removed_hash_segment_is_named_and_blocks_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_log(dir.path(), 40, 10));
+    let path = dir.path().join("log");
+    let last = tlog_tiles::stored_hash_count(40) - 1;
+    let removed = tamper::remove_hash_segment(&path, last).unwrap();
+    assert!(removed.contains(&last), "{removed:?}");
+    let mut log = tamper::open_when_unlocked(&path).unwrap();
+    let found = tamper_of(log.verify(&mut |_, _| {}).map(|_| ()));
+    assert!(
+        matches!(found, Tamper::StoredHashMissing { index, .. } if index == removed.start),
+        "{found:?}"
+    );
+    let err = log
+        .append(twinlog_auditlog::AppendBatch {
+            leaves: vec![b"more".to_vec()],
+            side_writes: Vec::new(),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("is missing"), "{err}");
+    assert_eq!(log.size(), 40);
 }
