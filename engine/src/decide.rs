@@ -1,9 +1,9 @@
 //! `decide`: every coexistence rule lives here. It reads the state, never
 //! changes it, and returns the facts an input produces.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use sha2::{Digest, Sha256};
 use twinlog_proto::v1::{
     audit_record::Fact as F, ingest_event::Kind, message::Content, personal, AccountUpdate,
     AccountUpdated, AuditRecord, Channel, ContactSync, ContactSynced, CustomerErased, Envelope,
@@ -16,8 +16,8 @@ use twinlog_proto::v1::{
 
 use crate::state::best_rank;
 use crate::{
-    domain, status_rank, Config, Fact, Input, Rejection, Sealable, State, Step, Tag, Tagger,
-    STATUS_RANK_FAILED,
+    domain, status_rank, Config, Fact, Input, PersonalContent, Rejection, Sealable, State, Step,
+    Tag, Tagger, STATUS_RANK_FAILED,
 };
 
 /// The current audit record format.
@@ -25,12 +25,12 @@ pub const RECORD_FORMAT: u32 = 1;
 
 /// Decides what one input adds to the log. Pure: the same state, config,
 /// tagger and input always give the same answer.
-pub fn decide<T: Tagger>(
+pub fn decide<'a, T: Tagger>(
     state: &State,
     config: &Config,
     tagger: &T,
-    input: Input<'_>,
-) -> Result<Step, Rejection> {
+    input: Input<'a>,
+) -> Result<Step<'a>, Rejection> {
     let event = input.event;
     let Some(kind) = &event.kind else {
         return Err(Rejection::new("missing_kind", "the event has no kind"));
@@ -44,16 +44,18 @@ pub fn decide<T: Tagger>(
             "missing_phone_number_id",
             "a per-number event carries no metadata.phone_number_id",
         )),
-        Kind::Inbound(m) => cx.live_message(m, InputKind::Inbound, Channel::Customer),
-        Kind::Echo(m) => cx.live_message(m, InputKind::Echo, Channel::App),
+        Kind::Inbound(m) => {
+            cx.live_message(Cow::Borrowed(m), InputKind::Inbound, Channel::Customer)
+        }
+        Kind::Echo(m) => cx.live_message(Cow::Borrowed(m), InputKind::Echo, Channel::App),
         Kind::ApiSend(send) => match &send.message {
-            Some(m) => {
+            Some(m) if m.wamid.is_empty() => {
+                // The wamid comes back from the Graph API, outside the send body.
                 let mut m = m.clone();
-                if m.wamid.is_empty() {
-                    m.wamid.clone_from(&send.wamid);
-                }
-                cx.live_message(&m, InputKind::ApiSend, Channel::Api)
+                m.wamid.clone_from(&send.wamid);
+                cx.live_message(Cow::Owned(m), InputKind::ApiSend, Channel::Api)
             }
+            Some(m) => cx.live_message(Cow::Borrowed(m), InputKind::ApiSend, Channel::Api),
             None => Err(Rejection::new(
                 "missing_message",
                 "an API send without its message",
@@ -68,10 +70,10 @@ pub fn decide<T: Tagger>(
                 return Ok(Step::Duplicate);
             }
             let code = d.errors.first().map(|e| e.code).unwrap_or_default();
-            let content = Personal {
+            let content = PersonalContent::owned(Personal {
                 content: Some(personal::Content::RawJson(errors_json(&d.errors))),
                 ..Personal::default()
-            };
+            });
             let fact = cx.fact(
                 InputKind::HistoryDeclined,
                 key,
@@ -88,13 +90,13 @@ pub fn decide<T: Tagger>(
 /// The record of a refused input: the refusal itself is evidence. Its
 /// natural key is the input's delivery key, so a re-delivery of the same
 /// refused input adds nothing.
-pub fn reject<T: Tagger>(
+pub fn reject<'a, T: Tagger>(
     state: &State,
     config: &Config,
     tagger: &T,
-    input: Input<'_>,
+    input: Input<'a>,
     rejection: &Rejection,
-) -> Step {
+) -> Step<'a> {
     let cx = Cx::new(state, config, tagger, input);
     // The refused input's own natural key where it has one, so that a
     // re-delivery is a duplicate even if the rules would now accept it.
@@ -104,14 +106,14 @@ pub fn reject<T: Tagger>(
     if state.seen.contains(&key) {
         return Step::Duplicate;
     }
-    let content = Personal {
+    let content = PersonalContent::owned(Personal {
         customer: input
             .event
             .envelope
             .as_ref()
             .and_then(|e| e.customer.clone()),
         content: Some(personal::Content::RawJson(event_json(input.event))),
-    };
+    });
     let customer = cx.existing_customer();
     let sealable = match customer {
         Some(c) => Sealable { key_id: c, content },
@@ -132,7 +134,11 @@ pub fn reject<T: Tagger>(
 
 /// Decides an operator's `forget`: the erasure record holds the customer's
 /// pseudonymous id and nothing else.
-pub fn decide_forget(state: &State, customer: &Tag, source: &twinlog_proto::v1::Source) -> Step {
+pub fn decide_forget(
+    state: &State,
+    customer: &Tag,
+    source: &twinlog_proto::v1::Source,
+) -> Step<'static> {
     let _ = state;
     let record = AuditRecord {
         format: RECORD_FORMAT,
@@ -179,12 +185,11 @@ fn event_json(event: &IngestEvent) -> String {
 }
 
 /// The context of one decision.
-struct Cx<'a, T> {
-    state: &'a State,
-    config: &'a Config,
-    tagger: &'a T,
+struct Cx<'s, 'a, T> {
+    state: &'s State,
+    config: &'s Config,
+    tagger: &'s T,
     input: Input<'a>,
-    input_id: Vec<u8>,
 }
 
 /// Who a customer is and what identity facts this input teaches.
@@ -193,15 +198,13 @@ struct Resolved {
     links: Vec<IdentityLink>,
 }
 
-impl<'a, T: Tagger> Cx<'a, T> {
-    fn new(state: &'a State, config: &'a Config, tagger: &'a T, input: Input<'a>) -> Self {
-        let input_id = Sha256::digest(prost::Message::encode_to_vec(input.event)).to_vec();
+impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
+    fn new(state: &'s State, config: &'s Config, tagger: &'s T, input: Input<'a>) -> Self {
         Cx {
             state,
             config,
             tagger,
             input,
-            input_id,
         }
     }
 
@@ -277,7 +280,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         self.key(&[what.as_bytes(), &e.body_sha256, &place, &extra])
     }
 
-    fn number_sealable(&self, content: Personal) -> Sealable {
+    fn number_sealable(&self, content: PersonalContent<'a>) -> Sealable<'a> {
         Sealable {
             key_id: self.tag(domain::NUMBER, self.envelope_number()),
             content,
@@ -354,15 +357,14 @@ impl<'a, T: Tagger> Cx<'a, T> {
         natural_key: Tag,
         customer: Option<Tag>,
         fact: F,
-        personal: Option<Sealable>,
-    ) -> Fact {
+        personal: Option<Sealable<'a>>,
+    ) -> Fact<'a> {
         let e = self.envelope();
         Fact {
             record: AuditRecord {
                 format: RECORD_FORMAT,
                 seq: 0,
                 source: Some(self.input.source.clone()),
-                input_id: self.input_id.clone(),
                 body_sha256: e.body_sha256.clone(),
                 phone_number_id: e.phone_number_id.clone(),
                 customer: customer.map(|c| c.to_vec()).unwrap_or_default(),
@@ -375,6 +377,9 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 natural_key: natural_key.to_vec(),
                 waba_id: e.waba_id.clone(),
                 display_phone_number: e.display_phone_number.clone(),
+                entry_index: e.entry_index,
+                change_index: e.change_index,
+                item_index: e.item_index,
                 fact: Some(fact),
                 sealed: None,
             },
@@ -383,7 +388,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
     }
 
     /// Numbers facts so each input's records say where they stand in it.
-    fn number_facts(mut facts: Vec<Fact>) -> Step {
+    fn number_facts(mut facts: Vec<Fact<'a>>) -> Step<'a> {
         let count = u32::try_from(facts.len()).unwrap_or(u32::MAX);
         for (i, f) in facts.iter_mut().enumerate() {
             f.record.fact_index = u32::try_from(i).unwrap_or(u32::MAX);
@@ -392,18 +397,20 @@ impl<'a, T: Tagger> Cx<'a, T> {
         Step::Append(facts)
     }
 
-    fn personal_message(
-        &self,
-        customer: Option<twinlog_proto::v1::Identity>,
-        m: &Message,
-    ) -> Personal {
-        Personal {
-            customer,
-            content: Some(personal::Content::Message(m.clone())),
+    /// A message of the input and the envelope's customer, borrowed: it is
+    /// encoded only when sealed.
+    fn personal_message(&self, m: Cow<'a, Message>) -> PersonalContent<'a> {
+        let customer = self.envelope().customer.as_ref();
+        match m {
+            Cow::Borrowed(message) => PersonalContent::Message { customer, message },
+            Cow::Owned(message) => PersonalContent::owned(Personal {
+                customer: customer.cloned(),
+                content: Some(personal::Content::Message(message)),
+            }),
         }
     }
 
-    fn sealable(&self, customer: Option<Tag>, content: Personal) -> Sealable {
+    fn sealable(&self, customer: Option<Tag>, content: PersonalContent<'a>) -> Sealable<'a> {
         match customer {
             Some(c) => Sealable { key_id: c, content },
             None => self.number_sealable(content),
@@ -413,10 +420,11 @@ impl<'a, T: Tagger> Cx<'a, T> {
     /// A live message: inbound, echo, or API send.
     fn live_message(
         &self,
-        m: &Message,
+        message: Cow<'a, Message>,
         kind: InputKind,
         channel: Channel,
-    ) -> Result<Step, Rejection> {
+    ) -> Result<Step<'a>, Rejection> {
+        let m: &Message = &message;
         if m.wamid.is_empty() {
             return Err(Rejection::new("missing_wamid", "a message without an id"));
         }
@@ -433,8 +441,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 }
             }
         }
-        let identity = self.envelope().customer.clone();
-        let content = self.personal_message(identity, m);
+        let content = self.personal_message(message.clone());
         let sealable = Some(self.sealable(resolved.customer, content));
         if !m.group_id.is_empty() {
             let fact = self.fact(
@@ -559,7 +566,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         }
     }
 
-    fn status(&self, s: &MessageStatus) -> Result<Step, Rejection> {
+    fn status(&self, s: &'a MessageStatus) -> Result<Step<'a>, Rejection> {
         if s.wamid.is_empty() {
             return Err(Rejection::new(
                 "missing_wamid",
@@ -572,9 +579,9 @@ impl<'a, T: Tagger> Cx<'a, T> {
             return Ok(Step::Duplicate);
         }
         let resolved = self.resolve_envelope();
-        let content = Personal {
-            customer: self.envelope().customer.clone(),
-            content: Some(personal::Content::Status(s.clone())),
+        let content = PersonalContent::Status {
+            customer: self.envelope().customer.as_ref(),
+            status: s,
         };
         let sealable = Some(self.sealable(resolved.customer, content));
         if s.recipient_type == "group" {
@@ -636,7 +643,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         !m.to.is_empty() || !m.to_user_id.is_empty() || (!display.is_empty() && m.from == *display)
     }
 
-    fn history_chunk(&self, h: &HistoryChunk) -> Result<Step, Rejection> {
+    fn history_chunk(&self, h: &'a HistoryChunk) -> Result<Step<'a>, Rejection> {
         if h.messages.len() > self.config.history_chunk_messages_max {
             return Err(Rejection::new(
                 "history_chunk_too_large",
@@ -726,7 +733,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
                     &[],
                 )),
             };
-            let content = self.personal_message(envelope.customer.clone(), m);
+            let content = self.personal_message(Cow::Borrowed(m));
             let sealable = Some(self.sealable(resolved.customer, content));
             facts.push(self.fact(
                 InputKind::HistoryChunk,
@@ -736,13 +743,13 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 sealable,
             ));
         }
-        let chunk_content = Personal {
+        let chunk_content = PersonalContent::owned(Personal {
             customer: envelope.customer.clone(),
             content: Some(personal::Content::Chunk(HistoryChunk {
                 messages: Vec::new(),
                 ..h.clone()
             })),
-        };
+        });
         let mut head = self.fact(
             InputKind::HistoryChunk,
             chunk_key,
@@ -755,7 +762,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         Ok(Self::number_facts(facts))
     }
 
-    fn history_media(&self, m: &Message) -> Result<Step, Rejection> {
+    fn history_media(&self, m: &'a Message) -> Result<Step<'a>, Rejection> {
         if m.wamid.is_empty() {
             return Err(Rejection::new(
                 "missing_wamid",
@@ -778,7 +785,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
             ));
         }
         let resolved = self.resolve_envelope();
-        let content = self.personal_message(self.envelope().customer.clone(), m);
+        let content = self.personal_message(Cow::Borrowed(m));
         let sealable = Some(self.sealable(resolved.customer, content));
         let fact = match self.state.messages.get(&message) {
             Some(known) if known.media_pending => F::MediaEnriched(MediaEnriched {
@@ -819,7 +826,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         Ok(Self::number_facts(vec![fact]))
     }
 
-    fn contact_sync(&self, c: &ContactSync) -> Result<Step, Rejection> {
+    fn contact_sync(&self, c: &'a ContactSync) -> Result<Step<'a>, Rejection> {
         if c.phone_number.is_empty() && c.user_id.is_empty() {
             return Err(Rejection::new(
                 "missing_contact_identity",
@@ -841,7 +848,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
             return Ok(Step::Duplicate);
         }
         let resolved = self.resolve(&c.phone_number, &c.user_id, &BTreeMap::new());
-        let content = Personal {
+        let content = PersonalContent::owned(Personal {
             customer: Some(twinlog_proto::v1::Identity {
                 phone: c.phone_number.clone(),
                 bsuid: c.user_id.clone(),
@@ -851,7 +858,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 ..Default::default()
             }),
             content: Some(personal::Content::Contact(c.clone())),
-        };
+        });
         let sealable = Some(self.sealable(resolved.customer, content));
         let mut fact = self.fact(
             InputKind::ContactSync,
@@ -868,7 +875,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         Ok(Self::number_facts(vec![fact]))
     }
 
-    fn account_update(&self, a: &AccountUpdate) -> Result<Step, Rejection> {
+    fn account_update(&self, a: &'a AccountUpdate) -> Result<Step<'a>, Rejection> {
         if a.event.is_empty() {
             return Err(Rejection::new(
                 "missing_event",
@@ -929,10 +936,10 @@ impl<'a, T: Tagger> Cx<'a, T> {
             head.record.phone_number_id.clone_from(&numbers[0]);
         }
         if !a.value_json.is_empty() {
-            let content = Personal {
+            let content = PersonalContent::owned(Personal {
                 content: Some(personal::Content::RawJson(a.value_json.clone())),
                 ..Personal::default()
-            };
+            });
             head.personal = Some(Sealable {
                 key_id: self.tag(domain::NUMBER, &head.record.phone_number_id),
                 content,
@@ -961,7 +968,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
 
     /// Content that belongs to no customer and may name no number: webhook
     /// errors and unknown fields. Kept whole, sealed under the number's key.
-    fn unattributed(&self, kind: &Kind) -> Result<Step, Rejection> {
+    fn unattributed(&self, kind: &'a Kind) -> Result<Step<'a>, Rejection> {
         let state = self.state;
         let cx = self;
         match kind {
@@ -970,10 +977,10 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 if state.seen.contains(&key) {
                     return Ok(Step::Duplicate);
                 }
-                let content = Personal {
+                let content = PersonalContent::owned(Personal {
                     content: Some(personal::Content::RawJson(errors_json(&w.errors))),
                     ..Personal::default()
-                };
+                });
                 let codes = w.errors.iter().map(|e| e.code).collect();
                 let fact = cx.fact(
                     InputKind::WebhookErrors,
@@ -989,10 +996,10 @@ impl<'a, T: Tagger> Cx<'a, T> {
                 if state.seen.contains(&key) {
                     return Ok(Step::Duplicate);
                 }
-                let content = Personal {
+                let content = PersonalContent::owned(Personal {
                     content: Some(personal::Content::RawJson(u.raw_json.clone())),
                     ..Personal::default()
-                };
+                });
                 let fact = cx.fact(
                     InputKind::Unknown,
                     key,
@@ -1011,7 +1018,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
 
     /// A clock tick: closes sync windows whose deadline passed, and moves
     /// heartbeat levels. Facts come out in key order of the state's maps.
-    fn tick(&self, now_ms: i64) -> Step {
+    fn tick(&self, now_ms: i64) -> Step<'a> {
         let now = now_ms.div_euclid(1000);
         if now < self.state.clock {
             return Step::Idle;
@@ -1086,7 +1093,7 @@ impl<'a, T: Tagger> Cx<'a, T> {
         }
     }
 
-    fn tick_fact(&self, fact: F, now: i64) -> Fact {
+    fn tick_fact(&self, fact: F, now: i64) -> Fact<'a> {
         let mut f = self.fact(InputKind::Tick, [0; 16], None, fact, None);
         f.record.natural_key.clear();
         f.record.meta_timestamp = now;

@@ -19,7 +19,9 @@ mod state;
 pub use decide::{decide, decide_forget, reject};
 pub use state::{evolve, MessageState, NumberState, State, WabaState};
 
-use twinlog_proto::v1::{AuditRecord, IngestEvent, Personal, Source};
+use twinlog_proto::v1::{
+    personal, AuditRecord, Identity, IngestEvent, Message, MessageStatus, Personal, Source,
+};
 
 /// A 16-byte keyed pseudonym of a personal value (a phone, a BSUID, a wamid).
 pub type Tag = [u8; 16];
@@ -88,11 +90,12 @@ pub struct Input<'a> {
     pub source: &'a Source,
 }
 
-/// What an input leads to, when it is not rejected.
+/// What an input leads to, when it is not rejected. Facts borrow the
+/// input's personal content (`'a`) instead of copying it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+pub enum Step<'a> {
     /// New facts, to be sealed and appended in this order.
-    Append(Vec<Fact>),
+    Append(Vec<Fact<'a>>),
     /// The input's natural key is already in the log: it adds nothing.
     Duplicate,
     /// A clock tick that fired no timer: nothing to record.
@@ -102,17 +105,88 @@ pub enum Step {
 /// One audit fact before sealing: the clear record (its `seq` and `sealed`
 /// are filled in by the log) and the personal content to seal with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fact {
+pub struct Fact<'a> {
     pub record: AuditRecord,
-    pub personal: Option<Sealable>,
+    pub personal: Option<Sealable<'a>>,
 }
 
 /// Personal content and the key it is sealed under.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sealable {
+pub struct Sealable<'a> {
     /// The customer id, or a number's pseudo-customer for unattributed content.
     pub key_id: Tag,
-    pub content: Personal,
+    pub content: PersonalContent<'a>,
+}
+
+/// The plaintext of a [`Personal`], borrowed from the input where it can be.
+/// [`PersonalContent::encode`] gives exactly the bytes of the equivalent
+/// `Personal` message, without building it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PersonalContent<'a> {
+    /// `Personal { customer, message }`.
+    Message {
+        customer: Option<&'a Identity>,
+        message: &'a Message,
+    },
+    /// `Personal { customer, status }`.
+    Status {
+        customer: Option<&'a Identity>,
+        status: &'a MessageStatus,
+    },
+    /// Anything else, built in full.
+    Owned(Box<Personal>),
+}
+
+/// Field numbers of `Personal` (see `audit.proto`).
+const PERSONAL_CUSTOMER: u32 = 1;
+const PERSONAL_MESSAGE: u32 = 10;
+const PERSONAL_STATUS: u32 = 11;
+
+impl<'a> PersonalContent<'a> {
+    pub(crate) fn owned(p: Personal) -> Self {
+        PersonalContent::Owned(Box::new(p))
+    }
+
+    /// The protobuf encoding of the equivalent `Personal`: fields in number
+    /// order, as prost writes them.
+    pub fn encode(&self) -> Vec<u8> {
+        use prost::encoding::message;
+        let mut buf = Vec::new();
+        match self {
+            PersonalContent::Message {
+                customer,
+                message: m,
+            } => {
+                if let Some(c) = customer {
+                    message::encode(PERSONAL_CUSTOMER, *c, &mut buf);
+                }
+                message::encode(PERSONAL_MESSAGE, *m, &mut buf);
+            }
+            PersonalContent::Status { customer, status } => {
+                if let Some(c) = customer {
+                    message::encode(PERSONAL_CUSTOMER, *c, &mut buf);
+                }
+                message::encode(PERSONAL_STATUS, *status, &mut buf);
+            }
+            PersonalContent::Owned(p) => return prost::Message::encode_to_vec(p.as_ref()),
+        }
+        buf
+    }
+
+    /// The equivalent `Personal`, built in full.
+    pub fn to_personal(&self) -> Personal {
+        match self {
+            PersonalContent::Message { customer, message } => Personal {
+                customer: customer.cloned(),
+                content: Some(personal::Content::Message((*message).clone())),
+            },
+            PersonalContent::Status { customer, status } => Personal {
+                customer: customer.cloned(),
+                content: Some(personal::Content::Status((*status).clone())),
+            },
+            PersonalContent::Owned(p) => p.as_ref().clone(),
+        }
+    }
 }
 
 /// Why an input was refused. The refusal is itself recorded (see [`reject`]).

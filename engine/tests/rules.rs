@@ -597,3 +597,44 @@ fn customers_are_keyed_by_bsuid_and_phone_links_follow() {
     let new = w.tagger_tag("bsuid", "US.99999999999999999999");
     assert_eq!(w.state.identities[&new], w.tagger_tag("phone", CUSTOMER));
 }
+
+// ---- sealing input ---------------------------------------------------------------------
+
+#[test]
+fn borrowed_personal_content_encodes_exactly_like_the_personal_message() {
+    let mut w = given(vec![account("PARTNER_APP_INSTALLED", T0)]);
+    let events = vec![
+        inbound(text("wamid.P1", T0, "hello")),
+        echo(edit("wamid.P2", "wamid.P1", T0 + 1, "edited")),
+        status("wamid.P3", "delivered", T0 + 2),
+        api_send("wamid.P4", T0 + 3, "api"),
+        history_chunk(
+            0,
+            1,
+            10,
+            vec![history_text("wamid.P5", T0 - 60, false, "old")],
+        ),
+        contact("add", CUSTOMER, "Pablo", T0 + 4),
+        history_declined(),
+        inbound(text("", T0 + 5, "rejected")),
+    ];
+    let mut checked = 0;
+    for event in events {
+        let source = twinlog_proto::v1::Source::default();
+        let input = twinlog_engine::Input {
+            event: &event,
+            source: &source,
+        };
+        let step = twinlog_engine::decide(&w.state, &w.config, &w.tagger, input)
+            .unwrap_or_else(|r| twinlog_engine::reject(&w.state, &w.config, &w.tagger, input, &r));
+        if let twinlog_engine::Step::Append(facts) = step {
+            for f in facts.iter().filter_map(|f| f.personal.as_ref()) {
+                let owned = prost::Message::encode_to_vec(&f.content.to_personal());
+                assert_eq!(f.content.encode(), owned);
+                checked += 1;
+            }
+        }
+        w.when(event);
+    }
+    assert!(checked >= 8, "checked {checked}");
+}

@@ -933,14 +933,37 @@ impl AuditLog {
     }
 }
 
+/// Whether `error` is sled failing to take the database's file lock.
+pub(crate) fn is_lock_error(error: &LogError) -> bool {
+    matches!(error, LogError::OpenDb { source: sled::Error::Io(e), .. }
+        if e.to_string().contains("could not acquire lock"))
+}
+
+/// How long opening waits for another handle to release sled's file lock:
+/// a handle that was just dropped (a restart in the same process) releases it
+/// a moment later, from sled's background thread.
+pub const DB_LOCK_WAIT_MS_MAX: u64 = 5_000;
+
 pub(crate) fn open_db(path: &Path) -> Result<sled::Db, LogError> {
-    sled::Config::new()
-        .path(path)
-        .open()
-        .map_err(|source| LogError::OpenDb {
-            path: path.to_path_buf(),
-            source,
-        })
+    let start = std::time::Instant::now();
+    loop {
+        let result = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| LogError::OpenDb {
+                path: path.to_path_buf(),
+                source,
+            });
+        match result {
+            Err(error)
+                if is_lock_error(&error)
+                    && start.elapsed() < std::time::Duration::from_millis(DB_LOCK_WAIT_MS_MAX) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(crate) fn open_tree(db: &sled::Db, path: &Path) -> Result<sled::Tree, LogError> {

@@ -78,8 +78,7 @@ fn open_db_when_unlocked(path: &Path) -> Result<sled::Db, LogError> {
 
 /// Whether `error` is sled failing to take the database's file lock.
 pub fn is_locked(error: &LogError) -> bool {
-    matches!(error, LogError::OpenDb { source: sled::Error::Io(e), .. }
-        if e.to_string().contains("could not acquire lock"))
+    crate::log::is_lock_error(error)
 }
 
 /// Opens the log in `dir` like [`AuditLog::open`](crate::AuditLog::open),

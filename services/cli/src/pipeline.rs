@@ -292,7 +292,7 @@ impl Twinlog {
         let mut record = fact.record;
         record.seq = seq;
         if let Some(p) = fact.personal {
-            let plaintext = prost::Message::encode_to_vec(&p.content);
+            let plaintext = p.content.encode();
             let mut natural_key = seq.to_be_bytes().to_vec();
             natural_key.extend_from_slice(&p.key_id);
             let sealed =
