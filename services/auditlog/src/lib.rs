@@ -9,9 +9,10 @@
 //! **Invariant:** there is no update and no delete of a record, in code or in
 //! the API. The only write is [`AuditLog::append`], and the sled tree that
 //! holds the records is never handed out. The one exception is the
-//! doc-hidden [`tamper`] module: test support that rewrites a *closed* log
-//! the way an attacker with disk access would, so that tests can check that
-//! [`AuditLog::verify`] catches it.
+//! `tamper` module, compiled only with the `tamper` cargo feature, which only
+//! dev-dependencies turn on: test support that rewrites a *closed* log the
+//! way an attacker with disk access would, so that tests can check that
+//! [`AuditLog::verify`] catches it. No shipped binary contains it.
 //!
 //! **Invariant:** one [`AuditLog::append`] is one sled batch (record
 //! segments, hash segments, side writes, tree size, signed checkpoint) and
@@ -71,6 +72,7 @@ mod frontier;
 mod log;
 mod proof;
 mod segment;
+#[cfg(feature = "tamper")]
 #[doc(hidden)]
 pub mod tamper;
 mod verify;
