@@ -159,6 +159,8 @@ impl<V: AsRef<[u8]>> RecordSegment<V> {
         })
     }
 
+    /// The first seq of the segment (the tamper module's view of it).
+    #[cfg_attr(not(feature = "tamper"), allow(dead_code))]
     pub(crate) fn first(&self) -> u64 {
         self.first
     }
