@@ -368,3 +368,32 @@ fn copy_dir(from: &Path, to: &Path) {
     let mode = std::fs::metadata(from).expect("metadata").permissions();
     std::fs::set_permissions(to, mode).expect("chmod");
 }
+
+#[test]
+fn tick_fires_the_heartbeat_warning() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log").to_string_lossy().into_owned();
+    ok(&["append", "--log", &log, &fixture("echo_text.json")]);
+    // The echo was sent at 1763380900; a warning is due 10 days later.
+    let early: serde_json::Value =
+        serde_json::from_str(ok(&["tick", "--log", &log, "--at", "1764244000"]).trim())
+            .expect("json");
+    assert_eq!(early["idle"], 1, "{early}");
+    let due: serde_json::Value =
+        serde_json::from_str(ok(&["tick", "--log", &log, "--at", "1764244900"]).trim())
+            .expect("json");
+    assert_eq!(due["records"], 1, "{due}");
+    let size = due["tree_size"].as_u64().expect("size");
+    let shown: serde_json::Value = serde_json::from_str(&ok(&[
+        "show",
+        "--log",
+        &log,
+        "--seq",
+        &(size - 1).to_string(),
+    ]))
+    .expect("json");
+    assert_eq!(
+        shown["record"]["heartbeat_changed"]["level"], "HEARTBEAT_LEVEL_WARNING",
+        "{shown}"
+    );
+}
