@@ -1,60 +1,39 @@
-//! The whole durable pipeline: normalised events in, decided, sealed,
+//! The whole durable pipeline: webhook bodies normalised, decided, sealed,
 //! encoded, hashed and group-committed to disk (one fsync per batch).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sha2::{Digest, Sha256};
 use twinlog::Twinlog;
-use twinlog_proto::v1::{
-    ingest_event::Kind, message::Content, Envelope, Identity, IngestEvent, Message, Source, Text,
-};
+use twinlog_normalize::{normalize, IngestContext};
+use twinlog_proto::v1::{IngestEvent, Source};
 
 const EVENTS: usize = 10_000;
 
-/// Inbound texts from 500 customers, each a new message.
-fn events() -> Vec<(IngestEvent, Source)> {
+/// Inbound texts from 500 customers, one webhook body each, normalised.
+fn inputs() -> Vec<(IngestEvent, Source)> {
     (0..EVENTS)
-        .map(|i| {
-            let phone = format!("1650555{:04}", i % 500);
-            let event = IngestEvent {
-                envelope: Some(Envelope {
-                    phone_number_id: "106540352242922".into(),
-                    display_phone_number: "15550783881".into(),
-                    waba_id: "102290129340398".into(),
-                    customer: Some(Identity {
-                        phone: phone.clone(),
-                        profile_name: "Sheena Nelson".into(),
-                        ..Identity::default()
-                    }),
-                    meta_timestamp: 1_763_380_800 + i as i64,
-                    ingest_time_ms: 1_763_380_800_000 + i as i64,
-                    body_sha256: Sha256::digest(i.to_be_bytes()).to_vec(),
-                    field: "messages".into(),
-                    ..Envelope::default()
-                }),
-                kind: Some(Kind::Inbound(Message {
-                    wamid: format!("wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTBCMkM{i:08}"),
-                    r#type: "text".into(),
-                    timestamp: 1_763_380_800 + i as i64,
-                    from: phone,
-                    content: Some(Content::Text(Text {
-                        body: "Does it come in another color? I would like blue.".into(),
-                        preview_url: false,
-                    })),
-                    ..Message::default()
-                })),
-            };
+        .flat_map(|i| {
+            let body = format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"106540352242922"}},"contacts":[{{"profile":{{"name":"Sheena Nelson"}},"wa_id":"1650555{c:04}"}}],"messages":[{{"from":"1650555{c:04}","id":"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTBCMkM{i:08}","timestamp":"{t}","type":"text","text":{{"body":"Does it come in another color? I would like blue."}}}}]}}}}]}}]}}"#,
+                c = i % 500,
+                t = 1_763_380_800 + i
+            );
+            normalize(body.as_bytes(), &IngestContext { ingest_time_ms: 1_763_380_800_000 })
+                .expect("a valid body")
+        })
+        .enumerate()
+        .map(|(i, event)| {
             let source = Source {
                 topic: "inbound".into(),
                 partition: 0,
-                offset: i as i64,
+                offset: i64::try_from(i).unwrap_or(i64::MAX),
             };
             (event, source)
         })
         .collect()
 }
 
-fn fold(c: &mut Criterion) {
-    let inputs = events();
+fn pipeline(c: &mut Criterion) {
+    let inputs = inputs();
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.sample_size(20);
@@ -76,5 +55,5 @@ fn fold(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fold);
+criterion_group!(benches, pipeline);
 criterion_main!(benches);
