@@ -90,6 +90,25 @@ pub enum BusError {
         source: Arc<sled::Error>,
     },
 
+    #[error("failed to {action} on kafka")]
+    Kafka {
+        action: String,
+        #[source]
+        source: Arc<rdkafka::error::KafkaError>,
+    },
+
+    #[error("kafka at {bootstrap} lacks the bus topics {}: run `twinlog topics create --partitions N` first", missing.join(", "))]
+    TopicsMissing {
+        bootstrap: String,
+        missing: Vec<String>,
+    },
+
+    #[error("kafka topics at {bootstrap} have different partition counts ({}); every bus topic needs the same count: run `twinlog topics create --partitions N` on a fresh prefix", counts.iter().map(|(t, n)| format!("{t}: {n}")).collect::<Vec<_>>().join(", "))]
+    TopicPartitionsDiffer {
+        bootstrap: String,
+        counts: Vec<(String, u32)>,
+    },
+
     #[error("corrupt bus record at {topic} partition {partition} offset {offset}: {detail}")]
     Corrupt {
         topic: Topic,
@@ -117,6 +136,13 @@ impl BusError {
                 | BusError::KeyTooLarge { .. }
                 | BusError::NegativeTimestamp { .. }
         )
+    }
+
+    pub(crate) fn kafka(action: impl Into<String>, source: rdkafka::error::KafkaError) -> BusError {
+        BusError::Kafka {
+            action: action.into(),
+            source: Arc::new(source),
+        }
     }
 
     pub(crate) fn storage(action: impl Into<String>, source: sled::Error) -> BusError {

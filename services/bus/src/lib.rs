@@ -29,6 +29,7 @@ use std::time::Duration;
 
 pub mod embedded;
 mod error;
+pub mod kafka;
 mod partition;
 mod topic;
 
@@ -37,6 +38,7 @@ pub mod conformance;
 
 pub use embedded::{EmbeddedBus, EmbeddedConfig, EmbeddedStats};
 pub use error::BusError;
+pub use kafka::KafkaBus;
 pub use partition::{murmur2, partition_for};
 pub use topic::{Topic, DEFAULT_TOPIC_PREFIX};
 
@@ -110,7 +112,7 @@ impl BusRecord {
 }
 
 /// A durable, partitioned log of the five input topics. Implementations:
-/// [`EmbeddedBus`] (in-process, sled) and, later, Kafka. Both pass
+/// [`EmbeddedBus`] (in-process, sled) and [`KafkaBus`]. Both pass
 /// the `conformance` suite.
 ///
 /// Every implementation checks the same limits ([`PUBLISH_RECORDS_MAX`],

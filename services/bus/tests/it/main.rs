@@ -4,6 +4,7 @@
 
 mod conformance;
 mod embedded;
+mod kafka;
 mod kill9;
 
 use std::path::Path;

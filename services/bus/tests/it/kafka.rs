@@ -1,0 +1,473 @@
+//! The Kafka bus against a real Apache Kafka broker: the whole conformance
+//! suite, the topics check, partition agreement with the embedded bus, and
+//! a read-back with Kafka's own Java client.
+//!
+//! The broker comes from `KAFKA_BOOTSTRAP` (the test command starts one).
+//! Without it, under CI (`CI` set) every test panics; elsewhere the tests
+//! start a broker with `deploy/kafka/kafka.sh start` and a watchdog process
+//! stops it (`kafka.sh stop --clean DIR`) when this test process exits.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use twinlog_bus::conformance as c;
+use twinlog_bus::{partition_for, Bus, BusError, KafkaBus, OutRecord, Topic};
+
+use crate::open;
+
+const PARTITIONS: u32 = 4;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("deploy/kafka/kafka.sh").is_file())
+        .expect("the repository root (with deploy/kafka/kafka.sh) above CARGO_MANIFEST_DIR")
+        .to_path_buf()
+}
+
+/// A broker this process started, stopped by a watchdog when it exits.
+struct Broker {
+    bootstrap: String,
+}
+
+/// The bootstrap address of the broker the tests use.
+fn bootstrap() -> &'static str {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    &BROKER
+        .get_or_init(|| {
+            if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
+                if !b.is_empty() {
+                    return Broker { bootstrap: b };
+                }
+            }
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "KAFKA_BOOTSTRAP is not set under CI: the test command (tests/run.sh) must start \
+                     the broker with `deploy/kafka/kafka.sh start` and export KAFKA_BOOTSTRAP"
+                );
+            }
+            start_broker()
+        })
+        .bootstrap
+}
+
+fn start_broker() -> Broker {
+    let script = repo_root().join("deploy/kafka/kafka.sh");
+    eprintln!(
+        "KAFKA_BOOTSTRAP is not set: starting a broker with {}",
+        script.display()
+    );
+    let out = Command::new(&script)
+        .arg("start")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run kafka.sh start");
+    assert!(
+        out.status.success(),
+        "kafka.sh start failed ({})",
+        out.status
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8 from kafka.sh");
+    let var = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("kafka.sh start printed no {name}: {text:?}"))
+            .to_owned()
+    };
+    let bootstrap = var("KAFKA_BOOTSTRAP");
+    let dir = var("KAFKA_DIR");
+    // The guard: a process of its own group (so a Ctrl-C on the tests does
+    // not kill it first) that stops the broker once this process is gone.
+    // It must outlive this process, so it is never waited for.
+    let pid = std::process::id();
+    #[allow(clippy::zombie_processes)]
+    Command::new("bash")
+        .arg("-c")
+        .arg(r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done; exec "$1" stop --clean "$2""#)
+        .arg(pid.to_string())
+        .arg(&script)
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the broker's stop guard");
+    Broker { bootstrap }
+}
+
+/// A topic prefix of its own for one test: `t-<random>.`.
+fn prefix() -> String {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos(),
+    );
+    format!("t-{:016x}.", h.finish())
+}
+
+async fn fresh() -> Arc<KafkaBus> {
+    let bootstrap = bootstrap();
+    let prefix = prefix();
+    KafkaBus::create_topics(bootstrap, &prefix, PARTITIONS)
+        .await
+        .expect("create topics");
+    let bus = KafkaBus::connect(bootstrap, &prefix)
+        .await
+        .expect("connect");
+    assert_eq!(bus.partitions(), PARTITIONS);
+    Arc::new(bus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fresh_bus_is_empty() {
+    c::fresh_bus_is_empty(&*fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_trip() {
+    c::round_trip(&*fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offsets_are_contiguous() {
+    c::offsets_are_contiguous(&*fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_key_same_partition_in_every_topic() {
+    c::same_key_same_partition_in_every_topic(&*fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_wakes_on_publish() {
+    c::read_wakes_on_publish(fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_past_end_waits_then_returns_empty() {
+    c::read_past_end_waits_then_returns_empty(&*fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_lose_and_duplicate_nothing() {
+    c::concurrent_publishers_lose_and_duplicate_nothing(fresh().await, 8, 500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn big_payload_round_trips() {
+    c::big_payload_round_trips(&*fresh().await, 2 * 1024 * 1024).await;
+}
+
+/// A payload of exactly the limit goes through Kafka's message size limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payload_at_the_limit_round_trips() {
+    c::big_payload_round_trips(&*fresh().await, twinlog_bus::PAYLOAD_BYTES_MAX).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_are_errors() {
+    c::limits_are_errors(&*fresh().await).await;
+}
+
+/// All checks on one bus, twice, as on a shared cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_all_on_one_bus() {
+    let bus = fresh().await;
+    c::fresh_bus_is_empty(&*bus).await;
+    c::run_all(Arc::clone(&bus)).await;
+    c::run_all(Arc::clone(&bus)).await;
+    let bus = Arc::into_inner(bus).expect("no other reference");
+    assert!(bus.close(Duration::from_secs(30)).await, "close in time");
+}
+
+/// Creates topics `prefix` + suffix with the given partition counts.
+async fn create_raw(prefix: &str, topics: &[(Topic, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let names: Vec<String> = topics.iter().map(|(t, _)| t.name(prefix)).collect();
+    let new: Vec<NewTopic<'_>> = names
+        .iter()
+        .zip(topics)
+        .map(|(name, (_, n))| NewTopic::new(name, *n, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin.create_topics(&new, &options).await.expect("create") {
+        r.expect("topic created");
+    }
+    // Drop the admin client off the runtime's worker threads.
+    std::thread::spawn(move || drop(admin));
+    // Wait until the broker's metadata lists them all.
+    let bootstrap = bootstrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let meta: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("metadata client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metadata = meta
+                .fetch_metadata(None, Duration::from_secs(10))
+                .expect("metadata");
+            let listed = names.iter().all(|name| {
+                metadata.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            });
+            if listed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "topics {names:?} never listed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::spawn(move || drop(meta));
+    })
+    .await
+    .expect("metadata wait");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_fails_clearly_when_topics_are_missing() {
+    let prefix = prefix();
+    let e = KafkaBus::connect(bootstrap(), &prefix)
+        .await
+        .err()
+        .expect("no topics: connect fails");
+    assert!(
+        matches!(&e, BusError::TopicsMissing { missing, .. } if missing.len() == 5),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("twinlog topics create --partitions N"),
+        "{text}"
+    );
+    assert!(text.contains(&Topic::Sync.name(&prefix)), "{text}");
+
+    // Four of five.
+    let four: Vec<(Topic, i32)> = Topic::ALL[..4].iter().map(|t| (*t, 4)).collect();
+    create_raw(&prefix, &four).await;
+    let e = KafkaBus::connect(bootstrap(), &prefix)
+        .await
+        .err()
+        .expect("one topic missing: connect fails");
+    match &e {
+        BusError::TopicsMissing { missing, .. } => {
+            assert_eq!(missing, &[Topic::Status.name(&prefix)], "{e}")
+        }
+        other => panic!("expected TopicsMissing, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_fails_clearly_when_partition_counts_differ() {
+    let prefix = prefix();
+    let mut topics: Vec<(Topic, i32)> = Topic::ALL.iter().map(|t| (*t, 4)).collect();
+    topics[2].1 = 2;
+    create_raw(&prefix, &topics).await;
+    let e = KafkaBus::connect(bootstrap(), &prefix)
+        .await
+        .err()
+        .expect("counts differ: connect fails");
+    assert!(matches!(e, BusError::TopicPartitionsDiffer { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("twinlog topics create --partitions N"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: 2", Topic::AppEcho.name(&prefix))),
+        "{text}"
+    );
+    // create_topics on the same prefix leaves the topics and fails alike.
+    let e = KafkaBus::create_topics(bootstrap(), &prefix, 4)
+        .await
+        .expect_err("create_topics over mismatched topics");
+    assert!(matches!(e, BusError::TopicPartitionsDiffer { .. }), "{e}");
+}
+
+fn records_for(keys: &[Vec<u8>]) -> Vec<OutRecord> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| OutRecord {
+            topic: Topic::ALL[i % Topic::ALL.len()],
+            key: key.clone(),
+            payload: format!("payload {i}").into_bytes(),
+            timestamp_ms: 1_764_000_000_000 + i as i64,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_key_same_partition_on_embedded_and_kafka() {
+    let kafka = fresh().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let embedded = open(dir.path(), PARTITIONS);
+    let mut keys: Vec<Vec<u8>> = (0..200u64)
+        .map(|i| (106_540_352_242_922 + i * 7919).to_string().into_bytes())
+        .collect();
+    keys.extend([
+        b"".to_vec(),
+        b"a".to_vec(),
+        b"twinlog".to_vec(),
+        vec![0xff; 255],
+    ]);
+    let records = records_for(&keys);
+    let on_kafka = kafka.publish(records.clone()).await.expect("kafka publish");
+    let on_embedded = embedded.publish(records).await.expect("embedded publish");
+    for ((key, k), e) in keys.iter().zip(&on_kafka).zip(&on_embedded) {
+        assert_eq!(k.partition, e.partition, "key {key:?}");
+        assert_eq!(k.partition, partition_for(key, PARTITIONS), "key {key:?}");
+    }
+}
+
+/// A consumer written against Kafka's own Java client (kafka-clients from
+/// the broker's jar cache), which also computes Kafka's Java partitioner
+/// for each key. The cached jars hold no console consumer (the kafka-tools
+/// jar is not a runtime dependency of the broker), so the test uses the
+/// client directly.
+const JAVA_READER: &str = r#"
+import java.time.Duration;
+import java.util.*;
+import org.apache.kafka.clients.consumer.*;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.utils.Utils;
+
+public class BusReader {
+    public static void main(String[] a) {
+        String bootstrap = a[0], topic = a[1];
+        int partition = Integer.parseInt(a[2]), max = Integer.parseInt(a[3]), partitions = Integer.parseInt(a[4]);
+        Properties p = new Properties();
+        p.put("bootstrap.servers", bootstrap);
+        p.put("enable.auto.commit", "false");
+        p.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        p.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        HexFormat hex = HexFormat.of();
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p)) {
+            TopicPartition tp = new TopicPartition(topic, partition);
+            c.assign(List.of(tp));
+            c.seek(tp, 0);
+            int n = 0;
+            long deadline = System.currentTimeMillis() + 30000;
+            while (n < max && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
+                    if (n >= max) break;
+                    int javaPartition = Utils.toPositive(Utils.murmur2(r.key())) % partitions;
+                    System.out.println(r.offset() + " " + hex.formatHex(r.key()) + " "
+                        + hex.formatHex(r.value()) + " " + r.timestamp() + " " + javaPartition);
+                    n++;
+                }
+            }
+        }
+    }
+}
+"#;
+
+fn jar_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TWINLOG_KAFKA_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    PathBuf::from(home).join(".cache/twinlog/kafka-4.4.0")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn published_records_read_back_with_kafkas_java_client() {
+    let bus = fresh().await;
+    let keys: Vec<Vec<u8>> = (0..40u64)
+        .map(|i| (123_456_789_012_345 + i).to_string().into_bytes())
+        .collect();
+    let records: Vec<OutRecord> = records_for(&keys)
+        .into_iter()
+        .map(|mut r| {
+            r.topic = Topic::Inbound;
+            r
+        })
+        .collect();
+    let positions = bus.publish(records.clone()).await.expect("publish");
+    let partition = positions[0].partition;
+    let expected: Vec<(&OutRecord, u64)> = records
+        .iter()
+        .zip(&positions)
+        .filter(|(_, p)| p.partition == partition)
+        .map(|(r, p)| (r, p.offset))
+        .collect();
+
+    let cache = jar_cache();
+    assert!(
+        cache.join("kafka-clients-4.4.0.jar").is_file(),
+        "no kafka-clients jar in {}",
+        cache.display()
+    );
+    let work = tempfile::tempdir().expect("temp dir");
+    std::fs::write(work.path().join("BusReader.java"), JAVA_READER).expect("write java");
+    let classpath = format!("{}/*", cache.display());
+    let javac = Command::new("javac")
+        .args(["-nowarn", "-cp", &classpath, "-d"])
+        .arg(work.path())
+        .arg(work.path().join("BusReader.java"))
+        .output()
+        .expect("run javac (apt-get install openjdk-17-jdk-headless)");
+    assert!(
+        javac.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let log4j = repo_root().join("deploy/kafka/log4j2.properties");
+    let java = Command::new("java")
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(format!("{}:{classpath}", work.path().display()))
+        .arg("BusReader")
+        .arg(bootstrap())
+        .arg(bus.topic_name(Topic::Inbound))
+        .arg(partition.to_string())
+        .arg(expected.len().to_string())
+        .arg(PARTITIONS.to_string())
+        .output()
+        .expect("run java");
+    let stdout = String::from_utf8_lossy(&java.stdout);
+    assert!(
+        java.status.success(),
+        "java reader: {}",
+        String::from_utf8_lossy(&java.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "java read {stdout}");
+    for (line, (record, offset)) in lines.iter().zip(&expected) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 5, "{line}");
+        assert_eq!(fields[0], offset.to_string(), "{line}");
+        assert_eq!(fields[1], hex(&record.key), "key at {offset}");
+        assert_eq!(fields[2], hex(&record.payload), "payload at {offset}");
+        assert_eq!(
+            fields[3],
+            record.timestamp_ms.to_string(),
+            "timestamp at {offset}"
+        );
+        assert_eq!(
+            fields[4],
+            partition.to_string(),
+            "java's partitioner at {offset}"
+        );
+    }
+}
