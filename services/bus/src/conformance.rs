@@ -193,7 +193,7 @@ pub async fn offsets_are_contiguous<B: Bus>(bus: &B) {
     assert_eq!(all.len() as u64, expected - start);
 }
 
-/// One key's records land on the same partition index in all five topics,
+/// One key's records land on the same partition index in every topic,
 /// and it is `partition_for(key)`.
 pub async fn same_key_same_partition_in_every_topic<B: Bus>(bus: &B) {
     let keys: Vec<Vec<u8>> = ["106540352242922", "123456789012345", "1", "abc", "twinlog"]

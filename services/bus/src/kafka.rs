@@ -3,12 +3,12 @@
 //!
 //! # Topics
 //!
-//! The five topics are `PREFIX` + [`Topic::suffix`], all with the same
+//! The six topics (five inputs and the audit topic) are `PREFIX` + [`Topic::suffix`], all with the same
 //! partition count. [`KafkaBus::create_topics`] creates them
 //! (`retention.ms=-1`, `cleanup.policy=delete`,
 //! `message.timestamp.type=CreateTime`, `max.message.bytes` =
 //! [`MESSAGE_BYTES_MAX`], the broker's default replication factor);
-//! [`KafkaBus::connect`] refuses to start unless all five exist with one
+//! [`KafkaBus::connect`] refuses to start unless all six exist with one
 //! partition count.
 //!
 //! # Writes
@@ -93,7 +93,7 @@ pub struct KafkaBus {
     prefix: String,
     partitions: u32,
     /// Topic names, at [`Topic::rank`].
-    names: [String; 5],
+    names: [String; 6],
     producer: Option<FutureProducer>,
     /// For metadata and watermarks.
     meta: Option<Arc<BaseConsumer>>,
@@ -123,11 +123,11 @@ struct Reader {
 
 impl KafkaBus {
     /// Connects to the cluster at `bootstrap` (`host:port,...`) and checks
-    /// that the five topics under `prefix` exist with one partition count.
+    /// that the six topics under `prefix` exist with one partition count.
     /// Fails with [`BusError::TopicsMissing`] or
     /// [`BusError::TopicPartitionsDiffer`] otherwise.
     pub async fn connect(bootstrap: &str, prefix: &str) -> Result<KafkaBus, BusError> {
-        let names: [String; 5] = Topic::ALL.map(|t| t.name(prefix));
+        let names: [String; 6] = Topic::ALL.map(|t| t.name(prefix));
         let meta = Arc::new(
             reader_config(bootstrap)
                 .create::<BaseConsumer>()
@@ -174,7 +174,7 @@ impl KafkaBus {
         })
     }
 
-    /// Creates the five topics under `prefix` with `partitions` partitions
+    /// Creates the six topics under `prefix` with `partitions` partitions
     /// each and the broker's default replication factor, then waits until
     /// every partition has a leader. Topics that already exist are left as
     /// they are; the call then fails as [`KafkaBus::connect`] would if their
@@ -192,7 +192,7 @@ impl KafkaBus {
         let count = i32::try_from(partitions).map_err(|_| BusError::InvalidConfig {
             detail: format!("{partitions} partitions do not fit kafka's partition count"),
         })?;
-        let names: [String; 5] = Topic::ALL.map(|t| t.name(prefix));
+        let names: [String; 6] = Topic::ALL.map(|t| t.name(prefix));
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .create()
@@ -687,12 +687,12 @@ impl Pool {
     }
 }
 
-/// The partition count of the five topics, which must all exist with the
+/// The partition count of the six topics, which must all exist with the
 /// same count. Asks the broker in `spawn_blocking`.
 async fn topic_partitions(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
-    names: &[String; 5],
+    names: &[String; 6],
 ) -> Result<u32, BusError> {
     let counts = topic_counts(meta, bootstrap).await?;
     let mut missing = Vec::new();
@@ -731,7 +731,7 @@ async fn topic_partitions(
 async fn all_watermarks(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
-    names: &[String; 5],
+    names: &[String; 6],
 ) -> Result<(), BusError> {
     let partitions = topic_partitions(meta, bootstrap, names).await?;
     let meta = Arc::clone(meta);
@@ -754,11 +754,11 @@ async fn all_watermarks(
     .map_err(|_| BusError::Closed)?
 }
 
-/// True when all five topics exist and every partition has a leader.
+/// True when all six topics exist and every partition has a leader.
 async fn topics_ready(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
-    names: &[String; 5],
+    names: &[String; 6],
 ) -> Result<bool, BusError> {
     let counts = topic_counts(meta, bootstrap).await?;
     Ok(names

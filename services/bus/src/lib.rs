@@ -1,6 +1,6 @@
 //! twinlog's bus: the durable, partitioned log of input records between the
 //! ingestor (and send gateway) and the engine. This crate owns the [`Bus`]
-//! trait, the five input topics ([`Topic`]) and their fixed merge rank, the
+//! trait, the five input topics and the audit topic ([`Topic`]) with their fixed merge rank, the
 //! partitioner ([`partition_for`], byte for byte Kafka's default
 //! partitioner), the limits every implementation enforces, the embedded
 //! implementation ([`EmbeddedBus`], an in-process durable log on sled) and,
@@ -39,7 +39,7 @@ pub mod conformance;
 pub use embedded::{EmbeddedBus, EmbeddedConfig, EmbeddedStats};
 pub use error::BusError;
 pub use kafka::KafkaBus;
-pub use partition::{murmur2, partition_for};
+pub use partition::{key_for_partition, murmur2, partition_for};
 pub use topic::{Topic, DEFAULT_TOPIC_PREFIX};
 
 /// Most records in one [`Bus::publish`]. A webhook body holds far fewer
@@ -111,7 +111,7 @@ impl BusRecord {
     }
 }
 
-/// A durable, partitioned log of the five input topics. Implementations:
+/// A durable, partitioned log of the five input topics and the audit topic. Implementations:
 /// [`EmbeddedBus`] (in-process, sled) and [`KafkaBus`]. Both pass
 /// the `conformance` suite.
 ///

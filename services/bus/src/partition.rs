@@ -54,9 +54,36 @@ pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
+/// The first key of the form `shard-{partition}-{n}` (n = 0, 1, ...) that
+/// [`partition_for`] sends to `partition`: the key of records that must
+/// reach one partition whatever they are about (audit records, clock
+/// ticks). Deterministic, so every process finds the same key.
+///
+/// Panics if `partition >= partitions`.
+pub fn key_for_partition(partition: u32, partitions: u32) -> Vec<u8> {
+    assert!(partition < partitions, "partition {partition} of {partitions}");
+    // murmur2 spreads keys evenly, so a partition is hit within a few times
+    // `partitions` tries; the loop ends because n grows without bound.
+    (0u64..)
+        .map(|n| format!("shard-{partition}-{n}").into_bytes())
+        .find(|key| partition_for(key, partitions) == partition)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_for_partition_reaches_its_partition() {
+        for partitions in [1, 2, 3, 12, 64, 1024] {
+            for partition in 0..partitions {
+                let key = key_for_partition(partition, partitions);
+                assert_eq!(partition_for(&key, partitions), partition);
+            }
+        }
+        assert_eq!(key_for_partition(0, 1), b"shard-0-0");
+    }
 
     /// `(key, Utils.murmur2(key) as Java int, partition of 12, partition of
     /// 64)`. Produced by Kafka 4.4.0's own classes: a single-file Java

@@ -1,13 +1,14 @@
-//! The five input topics, their names and their fixed merge rank.
+//! The five input topics and the audit topic, their names and their fixed
+//! merge rank.
 
 use std::fmt;
 
 /// The default prefix of topic names: `twinlog.inbound` and so on.
 pub const DEFAULT_TOPIC_PREFIX: &str = "twinlog.";
 
-/// An input topic. The declaration order is the merge rank: the engine
-/// merges one partition's topics by (record timestamp, [`Topic::rank`],
-/// offset).
+/// A topic: one of the five input topics, or the audit topic. The
+/// declaration order is the merge rank: the engine merges one partition's
+/// input topics by (record timestamp, [`Topic::rank`], offset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Topic {
     /// History and contact sync (`smb_app_data`, `history`).
@@ -20,11 +21,25 @@ pub enum Topic {
     ApiSend,
     /// Delivery statuses.
     Status,
+    /// The engine's output: partition `p` holds audit shard `p`'s records,
+    /// the record at offset `n` being the shard's record `seq = n`. Not an
+    /// input; it is the engine's changelog.
+    Audit,
 }
 
 impl Topic {
-    /// Every topic, in rank order.
-    pub const ALL: [Topic; 5] = [
+    /// Every topic, in rank order: the inputs, then the audit topic.
+    pub const ALL: [Topic; 6] = [
+        Topic::Sync,
+        Topic::Inbound,
+        Topic::AppEcho,
+        Topic::ApiSend,
+        Topic::Status,
+        Topic::Audit,
+    ];
+
+    /// The five input topics, in rank order.
+    pub const INPUTS: [Topic; 5] = [
         Topic::Sync,
         Topic::Inbound,
         Topic::AppEcho,
@@ -32,7 +47,7 @@ impl Topic {
         Topic::Status,
     ];
 
-    /// The fixed merge rank, 0 to 4 in [`Topic::ALL`] order. Also the first
+    /// The fixed merge rank, 0 to 5 in [`Topic::ALL`] order. Also the first
     /// byte of the embedded bus's record keys, so it never changes.
     pub const fn rank(self) -> u8 {
         match self {
@@ -41,6 +56,7 @@ impl Topic {
             Topic::AppEcho => 2,
             Topic::ApiSend => 3,
             Topic::Status => 4,
+            Topic::Audit => 5,
         }
     }
 
@@ -52,12 +68,13 @@ impl Topic {
             2 => Some(Topic::AppEcho),
             3 => Some(Topic::ApiSend),
             4 => Some(Topic::Status),
+            5 => Some(Topic::Audit),
             _ => None,
         }
     }
 
     /// The name without prefix: `sync`, `inbound`, `app-echo`, `api-send`,
-    /// `status`.
+    /// `status`, `audit`.
     pub const fn suffix(self) -> &'static str {
         match self {
             Topic::Sync => "sync",
@@ -65,6 +82,7 @@ impl Topic {
             Topic::AppEcho => "app-echo",
             Topic::ApiSend => "api-send",
             Topic::Status => "status",
+            Topic::Audit => "audit",
         }
     }
 
@@ -104,7 +122,8 @@ mod tests {
                 "twinlog.inbound",
                 "twinlog.app-echo",
                 "twinlog.api-send",
-                "twinlog.status"
+                "twinlog.status",
+                "twinlog.audit"
             ]
         );
         for (i, t) in Topic::ALL.into_iter().enumerate() {
@@ -113,7 +132,8 @@ mod tests {
             assert_eq!(Topic::parse(&t.name("x-"), "x-"), Some(t));
             assert_eq!(Topic::parse(&t.name("x-"), DEFAULT_TOPIC_PREFIX), None);
         }
-        assert_eq!(Topic::from_rank(5), None);
+        assert_eq!(Topic::from_rank(6), None);
+        assert_eq!(Topic::INPUTS, Topic::ALL[..5]);
         assert_eq!(Topic::parse("twinlog.echo", DEFAULT_TOPIC_PREFIX), None);
         assert_eq!(Topic::parse("sync", ""), Some(Topic::Sync));
     }

@@ -200,6 +200,11 @@ impl Twinlog {
         &self.log
     }
 
+    /// A side value written by [`Twinlog::append_with`].
+    pub fn side_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PipelineError> {
+        Ok(self.log.side_get(key)?)
+    }
+
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -215,15 +220,41 @@ impl Twinlog {
         &mut self,
         inputs: &[(IngestEvent, Source)],
     ) -> Result<AppendReport, PipelineError> {
+        self.append_with(inputs, Vec::new())
+    }
+
+    /// [`Twinlog::append`], writing `side_writes` (the runner's input
+    /// offsets) in the same sled batch as the records of the last
+    /// [`APPEND_BATCH_INPUTS_MAX`] inputs, even when they produce no record.
+    /// A runner that keeps its batches within that limit commits its
+    /// offsets atomically with everything they produced.
+    pub fn append_with(
+        &mut self,
+        inputs: &[(IngestEvent, Source)],
+        side_writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<AppendReport, PipelineError> {
         if self.poisoned {
             return Err(PipelineError::Poisoned);
         }
         let mut report = AppendReport::default();
-        for chunk in inputs.chunks(APPEND_BATCH_INPUTS_MAX) {
-            self.append_batch(chunk, &mut report).inspect_err(|_| {
-                // The in-memory state ran ahead of the disk: refuse to go on.
-                self.poisoned = true;
-            })?;
+        let chunks: Vec<&[(IngestEvent, Source)]> = if inputs.is_empty() {
+            vec![inputs]
+        } else {
+            inputs.chunks(APPEND_BATCH_INPUTS_MAX).collect()
+        };
+        let last = chunks.len() - 1;
+        let mut side_writes = Some(side_writes);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let side = if i == last {
+                side_writes.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            self.append_batch(chunk, side, &mut report)
+                .inspect_err(|_| {
+                    // The in-memory state ran ahead of the disk: refuse to go on.
+                    self.poisoned = true;
+                })?;
         }
         report.tree_size = self.log.size();
         report.root = self.log.root(report.tree_size)?;
@@ -233,6 +264,7 @@ impl Twinlog {
     fn append_batch(
         &mut self,
         inputs: &[(IngestEvent, Source)],
+        side_writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
         report: &mut AppendReport,
     ) -> Result<(), PipelineError> {
         let base = self.log.size();
@@ -276,10 +308,10 @@ impl Twinlog {
             }
         }
         report.records += leaves.len() as u64;
-        if !leaves.is_empty() {
+        if !leaves.is_empty() || !side_writes.is_empty() {
             self.log.append(AppendBatch {
                 leaves,
-                side_writes: Vec::new(),
+                side_writes,
             })?;
         }
         Ok(())

@@ -248,7 +248,7 @@ async fn connect_fails_clearly_when_topics_are_missing() {
         .err()
         .expect("no topics: connect fails");
     assert!(
-        matches!(&e, BusError::TopicsMissing { missing, .. } if missing.len() == 5),
+        matches!(&e, BusError::TopicsMissing { missing, .. } if missing.len() == 6),
         "{e}"
     );
     let text = e.to_string();
@@ -258,16 +258,16 @@ async fn connect_fails_clearly_when_topics_are_missing() {
     );
     assert!(text.contains(&Topic::Sync.name(&prefix)), "{text}");
 
-    // Four of five.
-    let four: Vec<(Topic, i32)> = Topic::ALL[..4].iter().map(|t| (*t, 4)).collect();
-    create_raw(&prefix, &four).await;
+    // Five of six.
+    let five: Vec<(Topic, i32)> = Topic::ALL[..5].iter().map(|t| (*t, 4)).collect();
+    create_raw(&prefix, &five).await;
     let e = KafkaBus::connect(bootstrap(), &prefix)
         .await
         .err()
         .expect("one topic missing: connect fails");
     match &e {
         BusError::TopicsMissing { missing, .. } => {
-            assert_eq!(missing, &[Topic::Status.name(&prefix)], "{e}")
+            assert_eq!(missing, &[Topic::Audit.name(&prefix)], "{e}")
         }
         other => panic!("expected TopicsMissing, got {other}"),
     }

@@ -1,0 +1,6 @@
+//! twinlog's send gateway and Graph API simulator. The gateway takes Cloud
+//! API send bodies (`POST /v1/messages/{phone_number_id}`), holds each
+//! number to its coexistence throughput and each customer to Meta's pair
+//! rate, forwards to the Graph API, and records every accepted send as an
+//! `api_send` event on the bus: the only way twinlog learns what the API
+//! sent. The simulator answers as Meta documents, for tests.
