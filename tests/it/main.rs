@@ -3,4 +3,5 @@
 mod determinism;
 mod fold;
 mod privacy;
+mod runner;
 mod simulation;

@@ -61,7 +61,10 @@ pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
 ///
 /// Panics if `partition >= partitions`.
 pub fn key_for_partition(partition: u32, partitions: u32) -> Vec<u8> {
-    assert!(partition < partitions, "partition {partition} of {partitions}");
+    assert!(
+        partition < partitions,
+        "partition {partition} of {partitions}"
+    );
     // murmur2 spreads keys evenly, so a partition is hit within a few times
     // `partitions` tries; the loop ends because n grows without bound.
     (0u64..)

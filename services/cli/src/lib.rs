@@ -6,5 +6,6 @@
 //! decrypted where the customer has not been forgotten.
 
 pub mod pipeline;
+pub mod runner;
 
 pub use pipeline::{AppendReport, PipelineError, RecordView, Twinlog, APPEND_BATCH_INPUTS_MAX};

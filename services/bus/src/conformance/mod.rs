@@ -11,6 +11,8 @@
 //! The checks need a multi-threaded tokio runtime
 //! (`#[tokio::test(flavor = "multi_thread")]`).
 
+pub mod broker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

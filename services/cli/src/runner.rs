@@ -1,0 +1,624 @@
+//! The engine runner: one audit shard per bus partition. A shard reads its
+//! partition of the five input topics, merges them by (record timestamp,
+//! topic rank, offset), folds each batch into its audit log with the input
+//! offsets in the same sled batch as the records, and then publishes the new
+//! records to the audit topic, whose partition `p` is shard `p`'s changelog
+//! (offset `n` = record `seq` `n`).
+//!
+//! **Invariant:** the offsets a shard resumes from are the ones stored with
+//! its last append, so a kill -9 at any point neither loses nor repeats an
+//! input: inputs after the stored offsets produced no record yet.
+//!
+//! **Invariant:** the audit topic's partition `p` never runs ahead of shard
+//! `p`'s log, and holds its records at offset = seq: before publishing, the
+//! shard asks the bus where the partition ends and publishes from there.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use sha2::Digest;
+use tokio::sync::watch;
+use twinlog_bus::{key_for_partition, Bus, BusError, BusRecord, OutRecord, Topic};
+use twinlog_proto::v1::{ingest_event::Kind, ClockTick, Envelope, IngestEvent, Source, Unknown};
+
+use crate::pipeline::{PipelineError, Twinlog};
+use crate::AppendReport;
+
+/// Inputs folded per append (one fsync). At most
+/// [`APPEND_BATCH_INPUTS_MAX`](crate::APPEND_BATCH_INPUTS_MAX), so the
+/// offsets commit with every record they produced.
+pub const RUN_BATCH_INPUTS_MAX: usize = 4_096;
+/// Records fetched per topic per read.
+pub const READ_RECORDS_PER_TOPIC_MAX: usize = 1_024;
+/// How long an idle shard waits on the bus before it looks again.
+pub const IDLE_WAIT_MS: u64 = 20;
+/// Audit records published per bus publish.
+pub const AUDIT_PUBLISH_RECORDS_MAX: usize = 1_024;
+/// Attempts at a failing bus call before the shard gives up (and the
+/// process exits, to be restarted from its stored offsets).
+pub const BUS_ATTEMPTS_MAX: u32 = 20;
+/// Default interval between the clock ticks a shard publishes.
+pub const TICK_INTERVAL_MS_DEFAULT: u64 = 60_000;
+
+const _: () = assert!(RUN_BATCH_INPUTS_MAX <= crate::APPEND_BATCH_INPUTS_MAX);
+
+/// Side key under which a shard stores the next offset of an input topic.
+fn offset_key(topic: Topic) -> Vec<u8> {
+    format!("offset/{}", topic.suffix()).into_bytes()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("failed to open audit shard {partition} at {dir}")]
+    Open {
+        partition: u32,
+        dir: PathBuf,
+        #[source]
+        source: PipelineError,
+    },
+    #[error("audit shard {partition} failed to append")]
+    Append {
+        partition: u32,
+        #[source]
+        source: PipelineError,
+    },
+    #[error(
+        "audit shard {partition}: stored offset of {topic} is corrupt ({len} bytes, expected 8)"
+    )]
+    CorruptOffset {
+        partition: u32,
+        topic: Topic,
+        len: usize,
+    },
+    #[error("audit shard {partition}: bus call failed after {attempts} attempts: {what}")]
+    Bus {
+        partition: u32,
+        what: String,
+        attempts: u32,
+        #[source]
+        source: BusError,
+    },
+    #[error(
+        "audit shard {partition}: the audit topic holds {published} records but the local log only {size}; \
+         the local shard is behind its changelog (restore the shard directory, or point the engine at the \
+         directory that produced this topic)"
+    )]
+    AuditAhead {
+        partition: u32,
+        published: u64,
+        size: u64,
+    },
+}
+
+/// What one [`Shard::step`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub report: AppendReport,
+    /// Bus records that did not decode as an ingest event (recorded as
+    /// `unknown` with their hash).
+    pub undecodable: u64,
+    pub audit_published: u64,
+}
+
+/// The runner's Prometheus metrics, shared by its shards.
+#[derive(Clone)]
+pub struct RunnerMetrics {
+    inputs: Family<Vec<(String, String)>, Counter>,
+    records: Counter,
+    outcomes: Family<Vec<(String, String)>, Counter>,
+    undecodable: Counter,
+    audit_published: Counter,
+    batch_seconds: Histogram,
+    tree_size: Family<Vec<(String, String)>, Gauge>,
+    lag: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl RunnerMetrics {
+    pub fn new(registry: &mut Registry) -> RunnerMetrics {
+        let m = RunnerMetrics {
+            inputs: Family::default(),
+            records: Counter::default(),
+            outcomes: Family::default(),
+            undecodable: Counter::default(),
+            audit_published: Counter::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            tree_size: Family::default(),
+            lag: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("twinlog_engine");
+        r.register(
+            "inputs",
+            "Bus records folded, by input topic",
+            m.inputs.clone(),
+        );
+        r.register("records", "Audit records appended", m.records.clone());
+        r.register(
+            "outcomes",
+            "Inputs by outcome: appended, duplicate, rejected, idle",
+            m.outcomes.clone(),
+        );
+        r.register(
+            "undecodable",
+            "Bus records that were not ingest events, recorded as unknown",
+            m.undecodable.clone(),
+        );
+        r.register(
+            "audit_published",
+            "Audit records published to the audit topic",
+            m.audit_published.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Time to fold and durably append one batch",
+            m.batch_seconds.clone(),
+        );
+        r.register(
+            "tree_size",
+            "Records in each audit shard",
+            m.tree_size.clone(),
+        );
+        r.register(
+            "lag_records",
+            "Input records on the bus not yet folded, by shard",
+            m.lag.clone(),
+        );
+        m
+    }
+
+    fn shard_label(partition: u32) -> Vec<(String, String)> {
+        vec![("shard".to_owned(), partition.to_string())]
+    }
+}
+
+/// One audit shard: the log of one bus partition and its read positions.
+pub struct Shard {
+    partition: u32,
+    dir: PathBuf,
+    twinlog: Twinlog,
+    /// Next offset to fold, per input topic (index = rank).
+    next: [u64; 5],
+    /// Fetched, not yet folded records, per input topic.
+    buffered: [VecDeque<BusRecord>; 5],
+    /// Whether the last fetch of a topic filled its limit: more may be
+    /// waiting, so the merge must not run past that topic's buffer.
+    more: [bool; 5],
+    /// Records of this shard known to be on the audit topic.
+    audit_published: Option<u64>,
+    publish_audit: bool,
+}
+
+impl Shard {
+    /// Opens (or creates) the shard of `partition` in `dir`, resuming from
+    /// its stored offsets.
+    pub fn open(dir: &Path, partition: u32, publish_audit: bool) -> Result<Shard, RunnerError> {
+        let open_error = |source| RunnerError::Open {
+            partition,
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let twinlog = Twinlog::open_or_init(dir, &mut |_, _| {}).map_err(open_error)?;
+        let mut next = [0u64; 5];
+        for topic in Topic::INPUTS {
+            if let Some(bytes) = twinlog.side_get(&offset_key(topic)).map_err(open_error)? {
+                let raw: [u8; 8] =
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| RunnerError::CorruptOffset {
+                            partition,
+                            topic,
+                            len: bytes.len(),
+                        })?;
+                next[usize::from(topic.rank())] = u64::from_be_bytes(raw);
+            }
+        }
+        tracing::info!(
+            message = "audit shard opened",
+            partition,
+            tree_size = twinlog.log().size(),
+            ?next
+        );
+        Ok(Shard {
+            partition,
+            dir: dir.to_path_buf(),
+            twinlog,
+            next,
+            buffered: Default::default(),
+            more: [false; 5],
+            audit_published: None,
+            publish_audit,
+        })
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn twinlog(&self) -> &Twinlog {
+        &self.twinlog
+    }
+
+    /// The next offset to fold, per input topic in rank order.
+    pub fn offsets(&self) -> [u64; 5] {
+        self.next
+    }
+
+    /// Fetches what the bus has for the topics whose buffer ran dry.
+    /// Returns the number of records fetched.
+    async fn fetch<B: Bus>(&mut self, bus: &B, wait: Duration) -> Result<usize, RunnerError> {
+        let mut fetched = 0;
+        for topic in Topic::INPUTS {
+            let i = usize::from(topic.rank());
+            if !self.buffered[i].is_empty() {
+                continue;
+            }
+            let offset = self.next[i] + self.buffered[i].len() as u64;
+            let records = retry(self.partition, "read an input topic", || {
+                bus.read(
+                    topic,
+                    self.partition,
+                    offset,
+                    READ_RECORDS_PER_TOPIC_MAX,
+                    wait,
+                )
+            })
+            .await?;
+            self.more[i] = records.len() >= READ_RECORDS_PER_TOPIC_MAX;
+            fetched += records.len();
+            self.buffered[i].extend(records);
+        }
+        Ok(fetched)
+    }
+
+    /// Takes up to `max` buffered records in merge order: smallest
+    /// (timestamp, rank, offset) first, each topic in offset order. Stops
+    /// when a topic that may hold more records runs dry, so that a topic
+    /// read in part is never overtaken by later records of another.
+    fn merge(&mut self, max: usize) -> Vec<BusRecord> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            if (0..5).any(|i| self.buffered[i].is_empty() && self.more[i]) {
+                break;
+            }
+            let head = (0..5)
+                .filter_map(|i| {
+                    self.buffered[i]
+                        .front()
+                        .map(|r| ((r.timestamp_ms, i, r.offset), i))
+                })
+                .min();
+            let Some((_, i)) = head else { break };
+            if let Some(record) = self.buffered[i].pop_front() {
+                out.push(record);
+            }
+        }
+        out
+    }
+
+    /// One cycle: fetch, merge, fold and append one batch, publish the new
+    /// audit records. Waits up to `wait` when there is nothing to do.
+    pub async fn step<B: Bus>(
+        &mut self,
+        bus: &B,
+        wait: Duration,
+        metrics: Option<&RunnerMetrics>,
+    ) -> Result<StepReport, RunnerError> {
+        let mut step = StepReport::default();
+        self.publish_audit(bus, metrics, &mut step).await?;
+        if self.buffered.iter().all(VecDeque::is_empty) {
+            // Nothing buffered: look without waiting, then wait if idle.
+            if self.fetch(bus, Duration::ZERO).await? == 0 {
+                self.fetch(bus, wait / 5).await?;
+            }
+        } else {
+            self.fetch(bus, Duration::ZERO).await?;
+        }
+        let batch = self.merge(RUN_BATCH_INPUTS_MAX);
+        if batch.is_empty() {
+            return Ok(step);
+        }
+        let started = std::time::Instant::now();
+        let mut next = self.next;
+        let mut inputs = Vec::with_capacity(batch.len());
+        for record in &batch {
+            next[usize::from(record.topic.rank())] = record.offset + 1;
+            let event = match <IngestEvent as prost::Message>::decode(record.payload.as_slice()) {
+                Ok(event) => event,
+                Err(error) => {
+                    step.undecodable += 1;
+                    if let Some(m) = metrics {
+                        m.undecodable.inc();
+                    }
+                    tracing::warn!(
+                        message = "bus record is not an ingest event; recording it as unknown",
+                        topic = %record.topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        %error
+                    );
+                    undecodable_event(record, &error)
+                }
+            };
+            if let Some(m) = metrics {
+                m.inputs
+                    .get_or_create(&vec![("topic".to_owned(), record.topic.to_string())])
+                    .inc();
+            }
+            inputs.push((
+                event,
+                Source {
+                    topic: record.topic.suffix().to_owned(),
+                    // Kafka's own types: partitions are i32, offsets i64.
+                    partition: i32::try_from(record.partition).unwrap_or(i32::MAX),
+                    offset: i64::try_from(record.offset).unwrap_or(i64::MAX),
+                },
+            ));
+        }
+        let side_writes = Topic::INPUTS
+            .iter()
+            .filter(|t| next[usize::from(t.rank())] != self.next[usize::from(t.rank())])
+            .map(|t| {
+                (
+                    offset_key(*t),
+                    Some(next[usize::from(t.rank())].to_be_bytes().to_vec()),
+                )
+            })
+            .collect();
+        let partition = self.partition;
+        let twinlog = &mut self.twinlog;
+        let report = tokio::task::block_in_place(|| twinlog.append_with(&inputs, side_writes))
+            .map_err(|source| RunnerError::Append { partition, source })?;
+        self.next = next;
+        if let Some(m) = metrics {
+            m.batch_seconds.observe(started.elapsed().as_secs_f64());
+            m.records.inc_by(report.records);
+            for (outcome, n) in [
+                ("appended", report.appended),
+                ("duplicate", report.duplicates),
+                ("rejected", report.rejected),
+                ("idle", report.idle),
+            ] {
+                if n > 0 {
+                    m.outcomes
+                        .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+                        .inc_by(n);
+                }
+            }
+            let label = RunnerMetrics::shard_label(partition);
+            m.tree_size
+                .get_or_create(&label)
+                .set(i64::try_from(report.tree_size).unwrap_or(i64::MAX));
+        }
+        step.report = report;
+        self.publish_audit(bus, metrics, &mut step).await?;
+        Ok(step)
+    }
+
+    /// Publishes the shard's records that the audit topic lacks.
+    async fn publish_audit<B: Bus>(
+        &mut self,
+        bus: &B,
+        metrics: Option<&RunnerMetrics>,
+        step: &mut StepReport,
+    ) -> Result<(), RunnerError> {
+        if !self.publish_audit {
+            return Ok(());
+        }
+        let partition = self.partition;
+        let size = self.twinlog.log().size();
+        // Unknown until this publish completes.
+        let mut published = match self.audit_published.take() {
+            Some(n) => n,
+            None => {
+                retry(partition, "find the end of the audit topic", || {
+                    bus.end_offset(Topic::Audit, partition)
+                })
+                .await?
+            }
+        };
+        if published > size {
+            return Err(RunnerError::AuditAhead {
+                partition,
+                published,
+                size,
+            });
+        }
+        let key = key_for_partition(partition, bus.partitions());
+        while published < size {
+            let end = size.min(published + AUDIT_PUBLISH_RECORDS_MAX as u64);
+            let mut out = Vec::new();
+            for item in self.twinlog.log().records(published, end) {
+                let (_, leaf) = item.map_err(|e| RunnerError::Append {
+                    partition,
+                    source: e.into(),
+                })?;
+                out.push(OutRecord {
+                    topic: Topic::Audit,
+                    key: key.clone(),
+                    payload: leaf,
+                    timestamp_ms: now_ms(),
+                });
+            }
+            let n = out.len() as u64;
+            match bus.publish(out).await {
+                Ok(_) => {
+                    published += n;
+                    step.audit_published += n;
+                    if let Some(m) = metrics {
+                        m.audit_published.inc_by(n);
+                    }
+                }
+                Err(error) => {
+                    // The outcome is unknown: the next call asks the bus
+                    // where the topic ends before it publishes again.
+                    return Err(RunnerError::Bus {
+                        partition,
+                        what: "publish audit records".into(),
+                        attempts: 1,
+                        source: error,
+                    });
+                }
+            }
+        }
+        self.audit_published = Some(published);
+        Ok(())
+    }
+
+    /// Input records on the bus that this shard has not folded yet.
+    pub async fn lag<B: Bus>(&self, bus: &B) -> Result<u64, RunnerError> {
+        let mut lag = 0;
+        for topic in Topic::INPUTS {
+            let end = retry(self.partition, "read an end offset", || {
+                bus.end_offset(topic, self.partition)
+            })
+            .await?;
+            lag += end.saturating_sub(self.next[usize::from(topic.rank())]);
+        }
+        Ok(lag)
+    }
+}
+
+/// A bus record that is not an ingest event, as the `unknown` event that
+/// records it: its hash and the decode error, never its bytes.
+fn undecodable_event(record: &BusRecord, error: &prost::DecodeError) -> IngestEvent {
+    IngestEvent {
+        envelope: Some(Envelope {
+            ingest_time_ms: record.timestamp_ms,
+            body_sha256: sha2::Sha256::digest(&record.payload).to_vec(),
+            ..Envelope::default()
+        }),
+        kind: Some(Kind::Unknown(Unknown {
+            field: String::new(),
+            reason: format!("undecodable bus record: {error}"),
+            raw_json: String::new(),
+        })),
+    }
+}
+
+/// A clock tick for `partition`, published on the sync topic so that it is
+/// an input like any other, and a replay folds the same ticks.
+pub fn tick_record(partition: u32, partitions: u32, now_ms: i64) -> OutRecord {
+    let event = IngestEvent {
+        envelope: Some(Envelope {
+            ingest_time_ms: now_ms,
+            field: "tick".into(),
+            ..Envelope::default()
+        }),
+        kind: Some(Kind::Tick(ClockTick { now_ms })),
+    };
+    OutRecord {
+        topic: Topic::Sync,
+        key: key_for_partition(partition, partitions),
+        payload: prost::Message::encode_to_vec(&event),
+        timestamp_ms: now_ms.max(0),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Retries a bus call with backoff; overload and transient errors are
+/// expected while a broker restarts.
+async fn retry<T, F, Fut>(partition: u32, what: &str, mut call: F) -> Result<T, RunnerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let mut delay = Duration::from_millis(10);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(error) if attempt < BUS_ATTEMPTS_MAX => {
+                tracing::warn!(message = "bus call failed; retrying", partition, what, attempt, %error);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+            Err(source) => {
+                return Err(RunnerError::Bus {
+                    partition,
+                    what: what.to_owned(),
+                    attempts: attempt,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// How a shard runs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Wall-clock interval between published clock ticks; 0 turns ticks off.
+    pub tick_interval_ms: u64,
+    pub idle_wait: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            tick_interval_ms: TICK_INTERVAL_MS_DEFAULT,
+            idle_wait: Duration::from_millis(IDLE_WAIT_MS),
+        }
+    }
+}
+
+/// Runs a shard until `shutdown` turns true: steps, and publishes a clock
+/// tick every `tick_interval_ms`. Returns the shard when it stops cleanly.
+pub async fn run_shard<B: Bus>(
+    bus: Arc<B>,
+    mut shard: Shard,
+    config: RunConfig,
+    metrics: RunnerMetrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Shard, RunnerError> {
+    let mut last_tick_ms = 0i64;
+    let label = RunnerMetrics::shard_label(shard.partition);
+    let mut steps = 0u64;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(shard);
+        }
+        if config.tick_interval_ms > 0 {
+            let now = now_ms();
+            let interval = i64::try_from(config.tick_interval_ms).unwrap_or(i64::MAX);
+            if now.saturating_sub(last_tick_ms) >= interval {
+                let record = tick_record(shard.partition, bus.partitions(), now);
+                retry(shard.partition, "publish a clock tick", || {
+                    bus.publish(vec![record.clone()])
+                })
+                .await?;
+                last_tick_ms = now;
+            }
+        }
+        // Not raced against shutdown: a step is never cut off half way.
+        shard
+            .step(bus.as_ref(), config.idle_wait, Some(&metrics))
+            .await?;
+        steps += 1;
+        if steps % 64 == 0 {
+            if let Ok(lag) = shard.lag(bus.as_ref()).await {
+                metrics
+                    .lag
+                    .get_or_create(&label)
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
