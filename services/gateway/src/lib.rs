@@ -4,3 +4,17 @@
 //! rate, forwards to the Graph API, and records every accepted send as an
 //! `api_send` event on the bus: the only way twinlog learns what the API
 //! sent. The simulator answers as Meta documents, for tests.
+//!
+//! # Modules
+//!
+//! - [`send`]: send bodies: validation (shared by gateway and simulator)
+//!   and the `Message` a send records.
+//! - [`gateway`]: the gateway ([`Gateway`], [`GatewayConfig`]).
+//! - [`simulator`]: the Graph API simulator ([`simulator::router`],
+//!   [`simulator::Simulator`]).
+
+pub mod gateway;
+pub mod send;
+pub mod simulator;
+
+pub use gateway::{Gateway, GatewayConfig, GatewayError, GatewayStats};
