@@ -5,7 +5,9 @@
 //! whole batches to the audit log with one fsync. It also reads records back,
 //! decrypted where the customer has not been forgotten.
 
+pub mod config;
 pub mod pipeline;
 pub mod runner;
+pub mod serve;
 
 pub use pipeline::{AppendReport, PipelineError, RecordView, Twinlog, APPEND_BATCH_INPUTS_MAX};

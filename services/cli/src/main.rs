@@ -47,8 +47,113 @@ struct LogArg {
     dir: PathBuf,
 }
 
+/// Settings shared by the long-running services. Each flag overrides the
+/// config file and the `TWINLOG_*` environment variable of the same name.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct ServiceArgs {
+    /// A TOML config file (keys as in `deploy/twinlog.example.toml`).
+    #[arg(long, env = "TWINLOG_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: embedded bus, raw-body store, audit shards [default: twinlog-data]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Kafka bootstrap servers; without it the embedded bus is used.
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// Topic name prefix [default: twinlog.]
+    #[arg(long, value_name = "PREFIX")]
+    topic_prefix: Option<String>,
+    /// Partitions of a new embedded bus [default: 1]
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// Partitions (audit shards) this engine folds, e.g. `0,2` [default: all]
+    #[arg(long, value_name = "P,..", value_delimiter = ',')]
+    shards: Option<Vec<u32>>,
+    /// Meta app secret; repeat for several apps.
+    #[arg(long = "app-secret", value_name = "SECRET")]
+    app_secrets: Option<Vec<String>>,
+    /// The verify token of Meta's webhook handshake.
+    #[arg(long, value_name = "TOKEN")]
+    verify_token: Option<String>,
+    /// Graph API base URL for the send gateway, e.g. https://graph.facebook.com/v24.0 (off when empty).
+    #[arg(long = "graph-url", value_name = "URL")]
+    graph_base_url: Option<String>,
+    /// Graph API access token for the send gateway.
+    #[arg(long, value_name = "TOKEN")]
+    access_token: Option<String>,
+    /// Sends per second per business number [default: 20]
+    #[arg(long, value_name = "N")]
+    number_rate_per_s: Option<u32>,
+    /// Wall-clock interval of the engine's clock ticks, 0 = off [default: 60000]
+    #[arg(long, value_name = "MS")]
+    tick_interval_ms: Option<u64>,
+}
+
+impl ServiceArgs {
+    fn settings(&self) -> Result<twinlog::config::Settings> {
+        use figment::value::Value;
+        let mut flags = std::collections::BTreeMap::<String, Value>::new();
+        let mut set = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                flags.insert(k.to_owned(), v);
+            }
+        };
+        set(
+            "data_dir",
+            self.data
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned().into()),
+        );
+        set("listen", self.listen.clone().map(Value::from));
+        set("kafka", self.kafka.clone().map(Value::from));
+        set("topic_prefix", self.topic_prefix.clone().map(Value::from));
+        set("partitions", self.partitions.map(Value::from));
+        set("shards", self.shards.clone().map(Value::from));
+        set("app_secrets", self.app_secrets.clone().map(Value::from));
+        set("verify_token", self.verify_token.clone().map(Value::from));
+        set(
+            "graph_base_url",
+            self.graph_base_url.clone().map(Value::from),
+        );
+        set("access_token", self.access_token.clone().map(Value::from));
+        set("number_rate_per_s", self.number_rate_per_s.map(Value::from));
+        set("tick_interval_ms", self.tick_interval_ms.map(Value::from));
+        twinlog::config::Settings::load(self.config.as_deref(), &flags)
+            .context("fix the setting named above in the config file, the TWINLOG_* environment or the flags")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything in one process: webhook ingestor, send gateway, engine,
+    /// metrics and health, on the embedded bus (or on Kafka with --kafka).
+    Up {
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Run the webhook ingestor (and the send gateway, when --graph-url is set) alone.
+    Ingest {
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Run the engine alone: fold the input topics into the audit shards.
+    Engine {
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Manage the Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        topics: TopicsCommand,
+    },
+    /// Normalise the ingestor's dead letters again (after a parser fix) and publish what now parses.
+    Reprocess {
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
     /// Create an empty audit log: its signing key and its key material.
     Init {
         #[command(flatten)]
@@ -117,6 +222,22 @@ enum Command {
         log: LogArg,
         /// The customer's phone number (digits, with or without +) or BSUID.
         customer: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the five input topics and the audit topic with N partitions each.
+    Create {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "TWINLOG_KAFKA", value_name = "BROKERS")]
+        kafka: String,
+        /// Partitions per topic: the most engine processes that can share the work.
+        #[arg(long, value_name = "N")]
+        partitions: u32,
+        /// Topic name prefix.
+        #[arg(long, env = "TWINLOG_TOPIC_PREFIX", default_value = twinlog_bus::DEFAULT_TOPIC_PREFIX)]
+        topic_prefix: String,
     },
 }
 
@@ -210,8 +331,108 @@ fn read_body(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))
 }
 
+/// Runs services until Ctrl-C or SIGTERM.
+fn serve(service: &ServiceArgs, roles: twinlog::serve::Roles) -> Result<i32> {
+    let settings = service.settings()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            let _ = tx.send(true);
+                            return;
+                        }
+                    };
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            let _ = tx.send(true);
+        });
+        let mode = if settings.kafka.is_empty() {
+            format!("embedded bus in {}", settings.bus_dir().display())
+        } else {
+            format!("Kafka at {}", settings.kafka)
+        };
+        let data = settings.data_dir.clone();
+        twinlog::serve::serve(settings, roles, rx, move |addr| {
+            // The one line scripts and tests wait for.
+            println!(
+                "twinlog listening on http://{addr} ({mode}; data in {})",
+                data.display()
+            );
+        })
+        .await
+        .context("twinlog stopped")?;
+        Ok(0)
+    })
+}
+
 fn run(command: Command) -> Result<i32> {
+    use twinlog::serve::Roles;
     match command {
+        Command::Up { service } => serve(
+            &service,
+            Roles {
+                ingest: true,
+                engine: true,
+            },
+        ),
+        Command::Ingest { service } => serve(
+            &service,
+            Roles {
+                ingest: true,
+                engine: false,
+            },
+        ),
+        Command::Engine { service } => serve(
+            &service,
+            Roles {
+                ingest: false,
+                engine: true,
+            },
+        ),
+        Command::Topics {
+            topics:
+                TopicsCommand::Create {
+                    kafka,
+                    partitions,
+                    topic_prefix,
+                },
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime
+                .block_on(twinlog_bus::KafkaBus::create_topics(
+                    &kafka,
+                    &topic_prefix,
+                    partitions,
+                ))
+                .with_context(|| {
+                    format!("failed to create the topics {topic_prefix}* on {kafka}")
+                })?;
+            for topic in twinlog_bus::Topic::ALL {
+                println!("{} ({partitions} partitions)", topic.name(&topic_prefix));
+            }
+            Ok(0)
+        }
+        Command::Reprocess { service } => reprocess(&service),
         Command::Init { log } => {
             let t = Twinlog::init(&log.dir).with_context(|| {
                 format!("failed to create an audit log at {}", log.dir.display())
@@ -352,6 +573,43 @@ fn run(command: Command) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Replays the ingestor's dead letters onto the bus.
+fn reprocess(service: &ServiceArgs) -> Result<i32> {
+    let settings = service.settings()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let config = twinlog_ingest::IngestConfig {
+            app_secrets: settings.app_secrets.clone(),
+            verify_token: settings.verify_token.clone(),
+            raw_retention_ms: i64::from(settings.raw_retention_days) * 86_400_000,
+            ..twinlog_ingest::IngestConfig::default()
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        let dir = settings.ingest_dir();
+        let report = if settings.kafka.is_empty() {
+            let bus = twinlog_bus::EmbeddedBus::open(
+                settings.bus_dir(),
+                twinlog_bus::EmbeddedConfig {
+                    partitions: settings.partitions,
+                    prefix: settings.topic_prefix.clone(),
+                },
+            )
+            .context("failed to open the embedded bus; is `twinlog up` still running on this data directory?")?;
+            let ingestor = twinlog_ingest::Ingestor::open(&dir, config, std::sync::Arc::new(bus), &mut registry)?;
+            ingestor.reprocess().await?
+        } else {
+            let bus = twinlog_bus::KafkaBus::connect(&settings.kafka, &settings.topic_prefix).await?;
+            let ingestor = twinlog_ingest::Ingestor::open(&dir, config, std::sync::Arc::new(bus), &mut registry)?;
+            ingestor.reprocess().await?
+        };
+        println!("{report:?}");
+        Ok(0)
+    })
 }
 
 /// Folds files into the log. A body that cannot be normalised is reported,

@@ -1,0 +1,320 @@
+//! The long-running services: the ingestor, the send gateway and the engine
+//! runner, together (`twinlog up`) or alone (`twinlog ingest`, `twinlog
+//! engine`), on the embedded bus or on Kafka. One HTTP listener serves the
+//! webhook, the gateway, `/metrics`, `/healthz` and `/readyz`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use twinlog_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus};
+
+use crate::config::Settings;
+use crate::runner::{run_shard, RunConfig, RunnerError, RunnerMetrics, Shard};
+
+/// Which services a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub engine: bool,
+}
+
+/// How long shutdown waits for in-flight work.
+pub const SHUTDOWN_WAIT_MS: u64 = 10_000;
+/// Interval of the raw-body retention purge.
+pub const PURGE_INTERVAL_MS: u64 = 3_600_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to open the embedded bus at {path}")]
+    EmbeddedBus {
+        path: std::path::PathBuf,
+        #[source]
+        source: twinlog_bus::BusError,
+    },
+    #[error("failed to connect to Kafka at {bootstrap}")]
+    Kafka {
+        bootstrap: String,
+        #[source]
+        source: twinlog_bus::BusError,
+    },
+    #[error("failed to start the ingestor")]
+    Ingest(#[source] twinlog_ingest::IngestError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error("failed to listen on {listen}")]
+    Listen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Http(#[source] std::io::Error),
+    #[error("shard {partition} is not a partition of the bus ({partitions} partitions)")]
+    UnknownShard { partition: u32, partitions: u32 },
+    #[error("a service task panicked")]
+    Panicked,
+}
+
+/// Health and readiness, shared with the HTTP handlers.
+#[derive(Default)]
+pub struct Health {
+    ready: AtomicBool,
+    failed: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn fail(&self, why: String) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert(why);
+        }
+    }
+}
+
+struct Ops {
+    registry: Registry,
+    health: Arc<Health>,
+}
+
+async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &ops.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn healthz(State(ops): State<Arc<Ops>>) -> Response {
+    match ops.health.failed.lock().ok().and_then(|f| f.clone()) {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {why}\n")).into_response(),
+    }
+}
+
+async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
+    if ops.health.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+/// Opens the bus the settings name and runs the roles until `shutdown`
+/// turns true (or a service fails).
+pub async fn serve(
+    settings: Settings,
+    roles: Roles,
+    shutdown: watch::Receiver<bool>,
+    on_listening: impl FnOnce(std::net::SocketAddr) + Send,
+) -> Result<(), ServeError> {
+    if settings.kafka.is_empty() {
+        let path = settings.bus_dir();
+        let bus = EmbeddedBus::open(
+            &path,
+            EmbeddedConfig {
+                partitions: settings.partitions,
+                prefix: settings.topic_prefix.clone(),
+            },
+        )
+        .map_err(|source| ServeError::EmbeddedBus { path, source })?;
+        serve_on(Arc::new(bus), settings, roles, shutdown, on_listening).await
+    } else {
+        let bus = KafkaBus::connect(&settings.kafka, &settings.topic_prefix)
+            .await
+            .map_err(|source| ServeError::Kafka {
+                bootstrap: settings.kafka.clone(),
+                source,
+            })?;
+        let bus = Arc::new(bus);
+        let result = serve_on(Arc::clone(&bus), settings, roles, shutdown, on_listening).await;
+        if let Ok(bus) = Arc::try_unwrap(bus) {
+            bus.close(Duration::from_millis(SHUTDOWN_WAIT_MS)).await;
+        }
+        result
+    }
+}
+
+/// Runs the roles on `bus`.
+pub async fn serve_on<B: Bus>(
+    bus: Arc<B>,
+    settings: Settings,
+    roles: Roles,
+    mut shutdown: watch::Receiver<bool>,
+    on_listening: impl FnOnce(std::net::SocketAddr) + Send,
+) -> Result<(), ServeError> {
+    let mut registry = Registry::default();
+    let health = Arc::new(Health::default());
+    let mut app = Router::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut ingestor = None;
+    if roles.ingest {
+        let config = twinlog_ingest::IngestConfig {
+            app_secrets: settings.app_secrets.clone(),
+            verify_token: settings.verify_token.clone(),
+            requests_in_flight_max: settings.requests_in_flight_max,
+            raw_retention_ms: i64::from(settings.raw_retention_days) * 86_400_000,
+            ..twinlog_ingest::IngestConfig::default()
+        };
+        let dir = settings.ingest_dir();
+        let bus = Arc::clone(&bus);
+        let opened = tokio::task::block_in_place(|| {
+            twinlog_ingest::Ingestor::open(&dir, config, bus, &mut registry)
+        })
+        .map_err(ServeError::Ingest)?;
+        let opened = Arc::new(opened);
+        app = app.merge(Arc::clone(&opened).router());
+        ingestor = Some(opened);
+    }
+    let gateway: Option<Arc<DummyGateway>> = None; // GATEWAY-PENDING
+    if let Some(ingestor) = &ingestor {
+        // Retention: purge expired raw bodies now and then.
+        let ingestor = Arc::clone(ingestor);
+        let mut stop = stop_rx.clone();
+        let health = Arc::clone(&health);
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(PURGE_INTERVAL_MS)) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                let now = crate::runner::now_ms();
+                if let Err(error) = tokio::task::block_in_place(|| ingestor.purge_expired(now)) {
+                    tracing::error!(message = "raw-body retention purge failed", %error);
+                    health.fail(format!("retention purge: {error}"));
+                }
+            }
+        });
+    }
+
+    if roles.engine {
+        let metrics = RunnerMetrics::new(&mut registry);
+        let partitions = bus.partitions();
+        let owned: Vec<u32> = if settings.shards.is_empty() {
+            (0..partitions).collect()
+        } else {
+            settings.shards.clone()
+        };
+        for partition in owned {
+            if partition >= partitions {
+                return Err(ServeError::UnknownShard {
+                    partition,
+                    partitions,
+                });
+            }
+            let dir = settings.shard_dir(partition);
+            let shard =
+                tokio::task::block_in_place(|| Shard::open(&dir, partition, settings.audit_topic))?;
+            let config = RunConfig {
+                tick_interval_ms: settings.tick_interval_ms,
+                ..RunConfig::default()
+            };
+            let bus = Arc::clone(&bus);
+            let metrics = metrics.clone();
+            let stop = stop_rx.clone();
+            let health = Arc::clone(&health);
+            tasks.spawn(async move {
+                match run_shard(bus, shard, config, metrics, stop).await {
+                    Ok(_) => Ok(()),
+                    Err(error) => {
+                        health.fail(error.to_string());
+                        Err(ServeError::Runner(error))
+                    }
+                }
+            });
+        }
+    }
+
+    let ops = Arc::new(Ops {
+        registry,
+        health: Arc::clone(&health),
+    });
+    let app = app.merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(ops),
+    );
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            listen: settings.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        listen: settings.listen.clone(),
+        source,
+    })?;
+    tracing::info!(message = "listening", %addr, ingest = roles.ingest, engine = roles.engine);
+    on_listening(addr);
+    {
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+                .map_err(ServeError::Http)
+        });
+    }
+    health.ready.store(true, Ordering::Release);
+
+    // Run until asked to stop or until a service fails.
+    let mut outcome = Ok(());
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(error))) => { outcome = Err(error); break; }
+                Some(Err(_)) => { outcome = Err(ServeError::Panicked); break; }
+            },
+        }
+    }
+    health.ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    if let Some(gateway) = gateway {
+        gateway.shutdown().await;
+    }
+    let drain = async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Err(error)) = joined {
+                tracing::error!(message = "service stopped with an error", %error);
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(message = "services did not stop in time; aborting them");
+        tasks.abort_all();
+    }
+    drop(ingestor);
+    outcome
+}
+
+struct DummyGateway;
+impl DummyGateway {
+    async fn shutdown(&self) {}
+}
