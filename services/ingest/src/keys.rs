@@ -149,11 +149,9 @@ impl DayKeys {
                 source,
             }
         };
-        // A stale temporary file from a crash: replace it.
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io("remove stale", &tmp)(e)),
+        // A stale temporary file from a crash holds keys too: shred it.
+        if tmp.exists() {
+            shred(&tmp)?;
         }
         let mut file = OpenOptions::new()
             .write(true)
