@@ -697,3 +697,45 @@ async fn open_refuses_an_empty_secret_list_with_advice() {
     assert!(error.to_string().contains("app secret"), "{error}");
     assert!(!dir.path().join("ingest").exists());
 }
+
+#[tokio::test]
+async fn a_bus_failure_stops_reprocessing_and_leaves_the_dead_letter_pending() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bus = Arc::new(TestBus::open(&root.path().join("bus")));
+    let h = Harness::start_with(root, bus, config(), normalize_without_history).await;
+    assert_eq!(
+        h.post_signed(&fixture("history_chunk.json")).await.status(),
+        200
+    );
+    let (root, bus) = h.stop().await;
+    let mut registry = Registry::default();
+    let ingestor = Ingestor::open(
+        &root.path().join("ingest"),
+        config(),
+        bus.clone(),
+        &mut registry,
+    )
+    .expect("reopen");
+
+    bus.overloaded.store(true, Ordering::SeqCst);
+    match ingestor.reprocess().await {
+        Err(twinlog_ingest::IngestError::ReprocessInterrupted { done, source }) => {
+            assert_eq!(done.republished, 0);
+            assert!(source.is_overload());
+        }
+        other => panic!("expected an interrupted reprocessing, got {other:?}"),
+    }
+    let letters = ingestor.dead_letters(10).expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].pending);
+    assert!(bus.all().await.is_empty());
+
+    bus.overloaded.store(false, Ordering::SeqCst);
+    let report = ingestor.reprocess().await.expect("reprocess");
+    assert_eq!(report.republished, 1);
+    assert!(!ingestor.dead_letters(10).expect("dead letters")[0].pending);
+    assert_eq!(
+        bus.all().await.len(),
+        expected_events(&fixture("history_chunk.json")).len()
+    );
+}
