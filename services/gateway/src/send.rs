@@ -517,3 +517,71 @@ fn contact_card(c: &Value) -> ContactCard {
         birthday: s(c, "birthday"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":{"z":1,"a":[{"y":2,"x":"é"}]},"a":true}"#).expect("json");
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":true,"b":{"a":[{"x":"é","y":2}],"z":1}}"#
+        );
+    }
+
+    #[test]
+    fn a_send_to_a_bsuid_keys_the_customer_by_it_and_keeps_unmodelled_keys() {
+        let body = br#"{"messaging_product":"whatsapp","recipient":"US.13491208655302741918",
+            "type":"text","text":{"body":"hi","preview_url":true},"biz_opaque_callback_data":"t-1"}"#;
+        let (parsed, send) = parse_send(body, Strictness::Envelope).expect("valid");
+        assert_eq!(send.customer(), "US.13491208655302741918");
+        let m = to_message(&parsed, &send, "wamid.X", 1_750_000_000);
+        assert_eq!(
+            (m.to.as_str(), m.to_user_id.as_str()),
+            ("", "US.13491208655302741918")
+        );
+        assert_eq!(m.extra_json, r#"{"biz_opaque_callback_data":"t-1"}"#);
+        assert_eq!(
+            m.content,
+            Some(Content::Text(Text {
+                body: "hi".into(),
+                preview_url: true
+            }))
+        );
+    }
+
+    #[test]
+    fn unknown_types_pass_the_gateway_but_not_meta() {
+        let body = br#"{"messaging_product":"whatsapp","to":"1","type":"poll","poll":{"q":"?"}}"#;
+        let (parsed, send) = parse_send(body, Strictness::Envelope).expect("envelope is valid");
+        let m = to_message(&parsed, &send, "wamid.X", 0);
+        assert_eq!(
+            m.content,
+            Some(Content::Other(OtherContent {
+                r#type: "poll".into(),
+                raw_json: r#"{"q":"?"}"#.into()
+            }))
+        );
+        assert_eq!(
+            parse_send(body, Strictness::Meta).map(|_| ()),
+            Err(InvalidSend::UnknownType { ty: "poll".into() })
+        );
+    }
+
+    #[test]
+    fn over_deep_bodies_are_refused() {
+        let mut deep = String::from(r#"{"messaging_product":"whatsapp","to":"1","type":"x","x":"#);
+        deep.push_str(&"[".repeat(SEND_JSON_DEPTH_MAX));
+        deep.push_str(&"]".repeat(SEND_JSON_DEPTH_MAX));
+        deep.push('}');
+        assert_eq!(
+            parse_send(deep.as_bytes(), Strictness::Envelope).map(|_| ()),
+            Err(InvalidSend::TooDeep {
+                max: SEND_JSON_DEPTH_MAX
+            })
+        );
+    }
+}
