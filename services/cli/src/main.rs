@@ -143,6 +143,9 @@ enum Command {
     Engine {
         #[command(flatten)]
         service: ServiceArgs,
+        /// Fold everything the bus holds now, then exit (no clock ticks).
+        #[arg(long)]
+        drain: bool,
     },
     /// Manage the Kafka topics.
     Topics {
@@ -390,6 +393,7 @@ fn run(command: Command) -> Result<i32> {
             Roles {
                 ingest: true,
                 engine: true,
+                drain: false,
             },
         ),
         Command::Ingest { service } => serve(
@@ -397,13 +401,15 @@ fn run(command: Command) -> Result<i32> {
             Roles {
                 ingest: true,
                 engine: false,
+                drain: false,
             },
         ),
-        Command::Engine { service } => serve(
+        Command::Engine { service, drain } => serve(
             &service,
             Roles {
                 ingest: false,
                 engine: true,
+                drain,
             },
         ),
         Command::Topics {

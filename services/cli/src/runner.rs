@@ -568,6 +568,9 @@ pub struct RunConfig {
     /// Wall-clock interval between published clock ticks; 0 turns ticks off.
     pub tick_interval_ms: u64,
     pub idle_wait: Duration,
+    /// Return once the shard has folded everything on the bus (a batch
+    /// replay, or a test's last word), instead of waiting for more.
+    pub exit_when_idle: bool,
 }
 
 impl Default for RunConfig {
@@ -575,6 +578,7 @@ impl Default for RunConfig {
         RunConfig {
             tick_interval_ms: TICK_INTERVAL_MS_DEFAULT,
             idle_wait: Duration::from_millis(IDLE_WAIT_MS),
+            exit_when_idle: false,
         }
     }
 }
@@ -608,10 +612,22 @@ pub async fn run_shard<B: Bus>(
             }
         }
         // Not raced against shutdown: a step is never cut off half way.
-        shard
+        let step = shard
             .step(bus.as_ref(), config.idle_wait, Some(&metrics))
             .await?;
         steps += 1;
+        if config.exit_when_idle
+            && step.report.inputs == 0
+            && shard.buffered.iter().all(VecDeque::is_empty)
+            && shard.lag(bus.as_ref()).await? == 0
+        {
+            tracing::info!(
+                message = "audit shard folded everything on the bus",
+                partition = shard.partition,
+                tree_size = shard.twinlog.log().size()
+            );
+            return Ok(shard);
+        }
         if steps % 64 == 0 {
             if let Ok(lag) = shard.lag(bus.as_ref()).await {
                 metrics

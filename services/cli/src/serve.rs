@@ -24,6 +24,8 @@ use crate::runner::{run_shard, RunConfig, RunnerError, RunnerMetrics, Shard};
 pub struct Roles {
     pub ingest: bool,
     pub engine: bool,
+    /// Engine only: fold what the bus holds, then exit.
+    pub drain: bool,
 }
 
 /// How long shutdown waits for in-flight work.
@@ -47,6 +49,8 @@ pub enum ServeError {
     },
     #[error("failed to start the ingestor")]
     Ingest(#[source] twinlog_ingest::IngestError),
+    #[error("failed to start the send gateway")]
+    Gateway(#[source] twinlog_gateway::GatewayError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
     #[error("failed to listen on {listen}")]
@@ -181,7 +185,22 @@ pub async fn serve_on<B: Bus>(
         app = app.merge(Arc::clone(&opened).router());
         ingestor = Some(opened);
     }
-    let gateway: Option<Arc<DummyGateway>> = None; // GATEWAY-PENDING
+    let mut gateway = None;
+    if roles.ingest && !settings.graph_base_url.is_empty() {
+        let config = twinlog_gateway::GatewayConfig {
+            graph_base_url: settings.graph_base_url.clone(),
+            access_token: settings.access_token.clone(),
+            number_rate_per_s: settings.number_rate_per_s,
+            number_rate_overrides: settings.number_rate_overrides.clone(),
+            queue_depth_max: settings.send_queue_depth_max,
+            ..twinlog_gateway::GatewayConfig::default()
+        };
+        let opened = twinlog_gateway::Gateway::new(config, Arc::clone(&bus), &mut registry)
+            .map_err(ServeError::Gateway)?;
+        let opened = Arc::new(opened);
+        app = app.merge(Arc::clone(&opened).router());
+        gateway = Some(opened);
+    }
     if let Some(ingestor) = &ingestor {
         // Retention: purge expired raw bodies now and then.
         let ingestor = Arc::clone(ingestor);
@@ -221,7 +240,12 @@ pub async fn serve_on<B: Bus>(
             let shard =
                 tokio::task::block_in_place(|| Shard::open(&dir, partition, settings.audit_topic))?;
             let config = RunConfig {
-                tick_interval_ms: settings.tick_interval_ms,
+                tick_interval_ms: if roles.drain {
+                    0
+                } else {
+                    settings.tick_interval_ms
+                },
+                exit_when_idle: roles.drain,
                 ..RunConfig::default()
             };
             let bus = Arc::clone(&bus);
@@ -276,9 +300,13 @@ pub async fn serve_on<B: Bus>(
     }
     health.ready.store(true, Ordering::Release);
 
-    // Run until asked to stop or until a service fails.
+    // Run until asked to stop or until a service fails (or, draining, until
+    // every shard is done: the HTTP server is then the one task left).
     let mut outcome = Ok(());
     loop {
+        if roles.drain && tasks.len() <= 1 {
+            break;
+        }
         tokio::select! {
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
@@ -312,9 +340,4 @@ pub async fn serve_on<B: Bus>(
     }
     drop(ingestor);
     outcome
-}
-
-struct DummyGateway;
-impl DummyGateway {
-    async fn shutdown(&self) {}
 }

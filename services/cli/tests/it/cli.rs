@@ -1,4 +1,4 @@
-//! The `twinlog` binary, driven as a user would: real processes, a real log on disk.
+//! The command line on a log: append, show, proofs, tampering, forget, kill -9.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -78,6 +78,11 @@ fn every_command_has_help() {
         "proof",
         "checkpoint",
         "forget",
+        "up",
+        "ingest",
+        "engine",
+        "topics",
+        "reprocess",
     ] {
         assert!(top.contains(command), "{command} missing from --help");
         let help = ok(&[command, "--help"]);
