@@ -41,9 +41,10 @@ pub const READ_RECORDS_PER_TOPIC_MAX: usize = 1_024;
 pub const IDLE_WAIT_MS: u64 = 20;
 /// Audit records published per bus publish.
 pub const AUDIT_PUBLISH_RECORDS_MAX: usize = 1_024;
-/// Attempts at a failing bus call before the shard gives up (and the
-/// process exits, to be restarted from its stored offsets).
-pub const BUS_ATTEMPTS_MAX: u32 = 20;
+/// How long a failing bus call is retried (a broker restart, a leader
+/// election) before the shard gives up and the process exits, to be
+/// restarted from its stored offsets.
+pub const BUS_RETRY_MS_MAX: u64 = 300_000;
 /// Default interval between the clock ticks a shard publishes.
 pub const TICK_INTERVAL_MS_DEFAULT: u64 = 60_000;
 
@@ -532,19 +533,20 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Retries a bus call with backoff; overload and transient errors are
-/// expected while a broker restarts.
+/// Retries a bus call with backoff for up to [`BUS_RETRY_MS_MAX`];
+/// overload and transient errors are expected while a broker restarts.
 async fn retry<T, F, Fut>(partition: u32, what: &str, mut call: F) -> Result<T, RunnerError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BusError>>,
 {
+    let deadline = std::time::Instant::now() + Duration::from_millis(BUS_RETRY_MS_MAX);
     let mut delay = Duration::from_millis(10);
     let mut attempt = 1;
     loop {
         match call().await {
             Ok(v) => return Ok(v),
-            Err(error) if attempt < BUS_ATTEMPTS_MAX => {
+            Err(error) if std::time::Instant::now() < deadline => {
                 tracing::warn!(message = "bus call failed; retrying", partition, what, attempt, %error);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));

@@ -569,3 +569,130 @@ async fn kafka_kill_9_of_engine_and_ingestor_during_100k_events_loses_nothing() 
         .sum();
     assert_eq!(total, LOAD_EVENTS);
 }
+
+/// A broker of this test's own, so that restarting it disturbs no other
+/// test. Stopped (and its directory removed) on drop.
+struct OwnBroker {
+    script: PathBuf,
+    dir: String,
+    bootstrap: String,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        if std::env::var_os("CI").is_some() && std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
+            panic!("KAFKA_BOOTSTRAP is not set under CI: the test command must start Kafka");
+        }
+        let script = broker::repo_root().join("deploy/kafka/kafka.sh");
+        let out = Command::new(&script)
+            .arg("start")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run kafka.sh start");
+        assert!(out.status.success(), "kafka.sh start failed");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("kafka.sh printed no {name}: {text}"))
+                .to_owned()
+        };
+        OwnBroker {
+            bootstrap: var("KAFKA_BOOTSTRAP"),
+            dir: var("KAFKA_DIR"),
+            script,
+        }
+    }
+
+    fn run(&self, args: &[&str]) {
+        let status = Command::new(&self.script)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("run kafka.sh");
+        assert!(status.success(), "kafka.sh {args:?} failed");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .args(["stop", "--clean", &self.dir])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_restart_during_load_loses_nothing() {
+    let kafka = OwnBroker::start();
+    let prefix = broker::prefix();
+    run(&[
+        "topics",
+        "create",
+        "--kafka",
+        &kafka.bootstrap,
+        "--partitions",
+        "2",
+        "--topic-prefix",
+        &prefix,
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_s = data.to_string_lossy().into_owned();
+    let args: Vec<String> = [
+        "up",
+        "--data",
+        &data_s,
+        "--kafka",
+        &kafka.bootstrap,
+        "--topic-prefix",
+        &prefix,
+        "--app-secret",
+        SECRET,
+        "--verify-token",
+        VERIFY_TOKEN,
+        "--tick-interval-ms",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let service = Service::start(&as_strs(&args));
+    let addr = Arc::new(Mutex::new(service.addr.clone()));
+    let acked = Arc::new(AtomicU64::new(0));
+    const BODIES: u64 = 1_500;
+    let load = tokio::spawn(deliver_all(
+        addr.clone(),
+        BODIES,
+        LOAD_PER_BODY,
+        8,
+        16,
+        acked.clone(),
+    ));
+    // Let the load get going, then restart the broker under it.
+    let started = Instant::now();
+    while acked.load(Ordering::Relaxed) < BODIES / 5 && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = acked.load(Ordering::Relaxed);
+    assert!(before < BODIES, "the load ended before the restart");
+    tokio::task::block_in_place(|| {
+        kafka.run(&["stop", &kafka.dir]);
+        std::thread::sleep(Duration::from_secs(2));
+        kafka.run(&["start", &kafka.dir]);
+    });
+    load.await.expect("load");
+    assert_eq!(acked.load(Ordering::Relaxed), BODIES);
+    service.stop();
+    let mut drain: Vec<String> = args.clone();
+    drain[0] = "engine".into();
+    drain.extend(["--drain".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    run(&as_strs(&drain));
+    let total: u64 = (0..2)
+        .map(|p| verified_size(&data.join(format!("shards/{p}"))))
+        .sum();
+    assert_eq!(total, BODIES * LOAD_PER_BODY);
+}
