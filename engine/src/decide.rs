@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use twinlog_proto::v1::{
     audit_record::Fact as F, ingest_event::Kind, message::Content, personal, AccountUpdate,
-    AccountUpdated, AuditRecord, Channel, ContactSync, ContactSynced, CustomerErased, Envelope,
+    AccountUpdated, Channel, ContactSync, ContactSynced, CustomerErased, Envelope,
     HeartbeatChanged, HeartbeatLevel, HistoryChunk, HistoryChunkRecorded, HistoryDeclinedRecorded,
     Identity, IdentityKind, IdentityLink, IngestEvent, InputKind, MediaEnriched, Message,
     MessageRecorded, MessageStatus, OutOfScope, Personal, Provenance, Rejected, RevisionKind,
@@ -16,8 +16,8 @@ use twinlog_proto::v1::{
 
 use crate::state::best_rank;
 use crate::{
-    domain, status_rank, Config, Fact, Input, PersonalContent, Rejection, Sealable, State, Step,
-    Tag, Tagger, STATUS_RANK_FAILED,
+    domain, status_rank, Config, Fact, Input, PersonalContent, Record, Rejection, Sealable, State,
+    Step, Tag, Tagger, STATUS_RANK_FAILED,
 };
 
 /// The current audit record format.
@@ -134,23 +134,35 @@ pub fn reject<'a, T: Tagger>(
 
 /// Decides an operator's `forget`: the erasure record holds the customer's
 /// pseudonymous id and nothing else.
-pub fn decide_forget(
+pub fn decide_forget<'a>(
     state: &State,
     customer: &Tag,
-    source: &twinlog_proto::v1::Source,
-) -> Step<'static> {
+    source: &'a twinlog_proto::v1::Source,
+) -> Step<'a> {
     let _ = state;
-    let record = AuditRecord {
+    let record = Record {
         format: RECORD_FORMAT,
-        source: Some(source.clone()),
-        customer: customer.to_vec(),
+        seq: 0,
+        source,
+        body_sha256: &[],
+        phone_number_id: Cow::Borrowed(""),
+        customer: Some(*customer),
+        meta_timestamp: 0,
+        ingest_time_ms: 0,
         input_kind: InputKind::Operator as i32,
+        fact_index: 0,
         fact_count: 1,
-        fact: Some(F::CustomerErased(CustomerErased {
+        links: Vec::new(),
+        natural_key: None,
+        waba_id: Cow::Borrowed(""),
+        display_phone_number: Cow::Borrowed(""),
+        entry_index: 0,
+        change_index: 0,
+        item_index: 0,
+        fact: F::CustomerErased(CustomerErased {
             customer: customer.to_vec(),
             reason: "forget".to_string(),
-        })),
-        ..AuditRecord::default()
+        }),
     };
     Step::Append(vec![Fact {
         record,
@@ -361,27 +373,26 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
     ) -> Fact<'a> {
         let e = self.envelope();
         Fact {
-            record: AuditRecord {
+            record: Record {
                 format: RECORD_FORMAT,
                 seq: 0,
-                source: Some(self.input.source.clone()),
-                body_sha256: e.body_sha256.clone(),
-                phone_number_id: e.phone_number_id.clone(),
-                customer: customer.map(|c| c.to_vec()).unwrap_or_default(),
+                source: self.input.source,
+                body_sha256: &e.body_sha256,
+                phone_number_id: Cow::Borrowed(&e.phone_number_id),
+                customer,
                 meta_timestamp: e.meta_timestamp,
                 ingest_time_ms: e.ingest_time_ms,
                 input_kind: kind as i32,
                 fact_index: 0,
                 fact_count: 1,
                 links: Vec::new(),
-                natural_key: natural_key.to_vec(),
-                waba_id: e.waba_id.clone(),
-                display_phone_number: e.display_phone_number.clone(),
+                natural_key: Some(natural_key),
+                waba_id: Cow::Borrowed(&e.waba_id),
+                display_phone_number: Cow::Borrowed(&e.display_phone_number),
                 entry_index: e.entry_index,
                 change_index: e.change_index,
                 item_index: e.item_index,
-                fact: Some(fact),
-                sealed: None,
+                fact,
             },
             personal,
         }
@@ -931,9 +942,9 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
             }),
             None,
         );
-        head.record.waba_id.clone_from(&waba_id);
+        head.record.waba_id = Cow::Owned(waba_id.clone());
         if numbers.len() == 1 {
-            head.record.phone_number_id.clone_from(&numbers[0]);
+            head.record.phone_number_id = Cow::Owned(numbers[0].clone());
         }
         if !a.value_json.is_empty() {
             let content = PersonalContent::owned(Personal {
@@ -959,8 +970,8 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 }),
                 None,
             );
-            window.record.natural_key.clear();
-            window.record.waba_id.clone_from(&waba_id);
+            window.record.natural_key = None;
+            window.record.waba_id = Cow::Owned(waba_id.clone());
             facts.push(window);
         }
         Ok(Self::number_facts(facts))
@@ -1046,7 +1057,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 }),
                 now,
             );
-            f.record.waba_id.clone_from(waba_id);
+            f.record.waba_id = Cow::Owned(waba_id.clone());
             facts.push(f);
         }
         for (id, number) in &self.state.numbers {
@@ -1082,8 +1093,8 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 }),
                 now,
             );
-            f.record.phone_number_id.clone_from(id);
-            f.record.waba_id.clone_from(&number.waba_id);
+            f.record.phone_number_id = Cow::Owned(id.clone());
+            f.record.waba_id = Cow::Owned(number.waba_id.clone());
             facts.push(f);
         }
         if facts.is_empty() {
@@ -1095,11 +1106,11 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
 
     fn tick_fact(&self, fact: F, now: i64) -> Fact<'a> {
         let mut f = self.fact(InputKind::Tick, [0; 16], None, fact, None);
-        f.record.natural_key.clear();
+        f.record.natural_key = None;
         f.record.meta_timestamp = now;
-        f.record.phone_number_id.clear();
-        f.record.display_phone_number.clear();
-        f.record.waba_id.clear();
+        f.record.phone_number_id = Cow::Borrowed("");
+        f.record.display_phone_number = Cow::Borrowed("");
+        f.record.waba_id = Cow::Borrowed("");
         f
     }
 }

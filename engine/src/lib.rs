@@ -14,13 +14,17 @@
 //! any key, even after customers have been forgotten.
 
 mod decide;
+mod memo;
+mod record;
 mod state;
 
 pub use decide::{decide, decide_forget, reject};
+pub use memo::{MemoTagger, TagCache};
+pub use record::{ClearPart, Record};
 pub use state::{evolve, MessageState, NumberState, State, WabaState};
 
 use twinlog_proto::v1::{
-    personal, AuditRecord, Identity, IngestEvent, Message, MessageStatus, Personal, Source,
+    personal, Identity, IngestEvent, Message, MessageStatus, Personal, Source,
 };
 
 /// A 16-byte keyed pseudonym of a personal value (a phone, a BSUID, a wamid).
@@ -32,6 +36,12 @@ pub trait Tagger {
     /// The tag of `value` within `domain` (domains keep a phone and a wamid
     /// with the same text apart).
     fn tag(&self, domain: &str, value: &[u8]) -> Tag;
+}
+
+impl<T: Tagger + ?Sized> Tagger for &T {
+    fn tag(&self, domain: &str, value: &[u8]) -> Tag {
+        (**self).tag(domain, value)
+    }
 }
 
 /// Tag domains. One meaning per word.
@@ -102,11 +112,12 @@ pub enum Step<'a> {
     Idle,
 }
 
-/// One audit fact before sealing: the clear record (its `seq` and `sealed`
-/// are filled in by the log) and the personal content to seal with it.
+/// One audit fact before sealing: the clear record (its `seq` is filled in
+/// by the log, its `sealed` part is the sealed `personal`) and the personal
+/// content to seal with it. Both borrow the input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fact<'a> {
-    pub record: AuditRecord,
+    pub record: Record<'a>,
     pub personal: Option<Sealable<'a>>,
 }
 

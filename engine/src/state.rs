@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use twinlog_proto::v1::{
-    audit_record::Fact as F, AuditRecord, Channel, HeartbeatLevel, Provenance, StatusEffect,
+    audit_record::Fact as F, Channel, HeartbeatLevel, Provenance, StatusEffect,
 };
 
-use crate::{status_rank, Tag, STATUS_RANK_FAILED};
+use crate::{status_rank, ClearPart, Tag, STATUS_RANK_FAILED};
 
 /// Everything the rules need to remember. Rebuilt exactly by `evolve` over
 /// the log's records.
@@ -89,13 +89,14 @@ impl State {
 }
 
 /// Applies one audit record to the state. Holds no rule: whatever a record
-/// says happened, happened.
-pub fn evolve(state: &mut State, record: &AuditRecord) {
+/// says happened, happened. Reads only the clear part: a stored
+/// `AuditRecord` (replay) or a [`crate::Record`] (the live fold).
+pub fn evolve<R: ClearPart + ?Sized>(state: &mut State, record: &R) {
     state.records += 1;
-    if let Ok(key) = Tag::try_from(record.natural_key.as_slice()) {
+    if let Ok(key) = Tag::try_from(record.natural_key()) {
         state.seen.insert(key);
     }
-    for link in &record.links {
+    for link in record.links() {
         if let (Ok(identity), Ok(customer)) = (
             Tag::try_from(link.identity.as_slice()),
             Tag::try_from(link.customer.as_slice()),
@@ -103,10 +104,16 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
             state.identities.insert(identity, customer);
         }
     }
-    if !record.phone_number_id.is_empty() {
-        note_number(state, record);
+    let number = record.phone_number_id();
+    if !number.is_empty() {
+        note_number(
+            state,
+            number,
+            record.waba_id(),
+            record.display_phone_number(),
+        );
     }
-    let Some(fact) = &record.fact else { return };
+    let Some(fact) = record.fact() else { return };
     match fact {
         F::MessageRecorded(m) => {
             let Ok(key) = Tag::try_from(m.message_key.as_slice()) else {
@@ -127,7 +134,7 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
                 },
             );
             if m.channel == Channel::App as i32 && m.provenance == Provenance::Live as i32 {
-                app_activity(state, &record.phone_number_id, m.timestamp);
+                app_activity(state, number, m.timestamp);
             }
         }
         F::RevisionRecorded(r) => {
@@ -135,7 +142,7 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
                 *state.revisions.entry(original).or_default() += 1;
             }
             if r.by == Channel::App as i32 {
-                app_activity(state, &record.phone_number_id, r.timestamp);
+                app_activity(state, number, r.timestamp);
             }
         }
         F::MediaEnriched(e) => {
@@ -175,7 +182,7 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
             if let Some(waba) = waba_of(state, record) {
                 waba.contacts_synced = true;
             }
-            app_activity(state, &record.phone_number_id, c.timestamp);
+            app_activity(state, number, c.timestamp);
         }
         F::AccountUpdated(a) => {
             let waba = state.wabas.entry(a.waba_id.clone()).or_default();
@@ -217,7 +224,7 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
         }
         F::HeartbeatChanged(h) => {
             state.clock = state.clock.max(h.checked_at);
-            if let Some(n) = state.numbers.get_mut(&record.phone_number_id) {
+            if let Some(n) = state.numbers.get_mut(number) {
                 n.heartbeat = h.level;
             }
         }
@@ -232,11 +239,10 @@ pub fn evolve(state: &mut State, record: &AuditRecord) {
 
 /// Learns a number, its account and its display number. Looks up before it
 /// inserts, so the common case (all known) allocates nothing.
-fn note_number(state: &mut State, record: &AuditRecord) {
-    let id = &record.phone_number_id;
+fn note_number(state: &mut State, id: &str, waba_id: &str, display: &str) {
     if !state.numbers.contains_key(id) {
         state.numbers.insert(
-            id.clone(),
+            id.to_string(),
             NumberState {
                 connected: true,
                 heartbeat: HeartbeatLevel::Ok as i32,
@@ -247,8 +253,8 @@ fn note_number(state: &mut State, record: &AuditRecord) {
     let Some(number) = state.numbers.get_mut(id) else {
         return;
     };
-    if number.waba_id.is_empty() && !record.waba_id.is_empty() {
-        number.waba_id.clone_from(&record.waba_id);
+    if number.waba_id.is_empty() && !waba_id.is_empty() {
+        number.waba_id = waba_id.to_string();
     }
     if !number.waba_id.is_empty() {
         let known = state
@@ -261,12 +267,13 @@ fn note_number(state: &mut State, record: &AuditRecord) {
                 .entry(number.waba_id.clone())
                 .or_default()
                 .numbers
-                .insert(id.clone());
+                .insert(id.to_string());
         }
     }
-    let display = &record.display_phone_number;
     if !display.is_empty() && !state.display_numbers.contains_key(display) {
-        state.display_numbers.insert(display.clone(), id.clone());
+        state
+            .display_numbers
+            .insert(display.to_string(), id.to_string());
     }
 }
 
@@ -288,13 +295,16 @@ fn app_activity(state: &mut State, number: &str, at: i64) {
     }
 }
 
-fn waba_of<'a>(state: &'a mut State, record: &AuditRecord) -> Option<&'a mut WabaState> {
+fn waba_of<'a, R: ClearPart + ?Sized>(
+    state: &'a mut State,
+    record: &R,
+) -> Option<&'a mut WabaState> {
     let waba_id = state
         .numbers
-        .get(&record.phone_number_id)
+        .get(record.phone_number_id())
         .map(|n| n.waba_id.clone())
         .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| record.waba_id.clone());
+        .unwrap_or_else(|| record.waba_id().to_string());
     if waba_id.is_empty() {
         return None;
     }

@@ -130,6 +130,7 @@ impl World {
                     let mut record = f.record;
                     record.seq = self.records.len() as u64;
                     evolve(&mut self.state, &record);
+                    let record = record.to_audit_record(None);
                     self.records.push(record.clone());
                     out.push(record);
                 }

@@ -6,7 +6,8 @@ use base64::Engine as _;
 use serde::Serialize;
 use twinlog_auditlog::{AppendBatch, AuditLog, LogError};
 use twinlog_engine::{
-    decide, decide_forget, domain, evolve, reject, Config, Fact, Input, State, Step, Tag, Tagger,
+    decide, decide_forget, domain, evolve, reject, Config, Fact, Input, MemoTagger, Record, State,
+    Step, Tag, TagCache, Tagger,
 };
 use twinlog_proto::v1::{audit_record::Fact as F, AuditRecord, IngestEvent, Personal, Source};
 use twinlog_vault::{ForgetOutcome, Pseudonymizer, Vault, VaultError};
@@ -104,6 +105,8 @@ pub struct Twinlog {
     state: State,
     config: Config,
     tagger: VaultTagger,
+    /// Identity tags already computed, kept across batches.
+    tag_cache: TagCache,
     poisoned: bool,
 }
 
@@ -160,9 +163,9 @@ impl Twinlog {
         let mut leaves = Vec::new();
         if let Step::Append(facts) = decide_forget(&self.state, customer, &source) {
             for (i, fact) in facts.into_iter().enumerate() {
-                let record = self.seal(fact, seq + i as u64)?;
+                let (record, leaf) = seal(&mut self.vault, fact, seq + i as u64)?;
                 evolve(&mut self.state, &record);
-                leaves.push(prost::Message::encode_to_vec(&record));
+                leaves.push(leaf);
             }
         }
         self.log.append(AppendBatch {
@@ -192,6 +195,7 @@ impl Twinlog {
             state,
             config: Config::default(),
             tagger,
+            tag_cache: TagCache::default(),
             poisoned: false,
         }
     }
@@ -269,10 +273,11 @@ impl Twinlog {
     ) -> Result<(), PipelineError> {
         let base = self.log.size();
         let mut leaves = Vec::with_capacity(inputs.len());
+        let tagger = MemoTagger::with_cache(&self.tagger, std::mem::take(&mut self.tag_cache));
         for (event, source) in inputs {
             report.inputs += 1;
             let input = Input { event, source };
-            let step = match decide(&self.state, &self.config, &self.tagger, input) {
+            let step = match decide(&self.state, &self.config, &tagger, input) {
                 Ok(step) => {
                     if matches!(step, Step::Append(_)) {
                         report.appended += 1;
@@ -291,22 +296,23 @@ impl Twinlog {
                         .rejections
                         .entry(rejection.reason.to_string())
                         .or_default() += 1;
-                    reject(&self.state, &self.config, &self.tagger, input, &rejection)
+                    reject(&self.state, &self.config, &tagger, input, &rejection)
                 }
             };
             match step {
                 Step::Append(facts) => {
                     for fact in facts {
                         let seq = base + leaves.len() as u64;
-                        let record = self.seal(fact, seq)?;
+                        let (record, leaf) = seal(&mut self.vault, fact, seq)?;
                         evolve(&mut self.state, &record);
-                        leaves.push(prost::Message::encode_to_vec(&record));
+                        leaves.push(leaf);
                     }
                 }
                 Step::Duplicate => report.duplicates += 1,
                 Step::Idle => report.idle += 1,
             }
         }
+        self.tag_cache = tagger.into_cache();
         report.records += leaves.len() as u64;
         if !leaves.is_empty() || !side_writes.is_empty() {
             self.log.append(AppendBatch {
@@ -315,24 +321,6 @@ impl Twinlog {
             })?;
         }
         Ok(())
-    }
-
-    /// Gives a fact its seq and seals its personal content under its key.
-    /// The nonce comes from the seq and the key id; the seq is bound in as
-    /// associated data, so sealed content cannot be moved to another record.
-    fn seal(&mut self, fact: Fact, seq: u64) -> Result<AuditRecord, PipelineError> {
-        let mut record = fact.record;
-        record.seq = seq;
-        if let Some(p) = fact.personal {
-            let plaintext = p.content.encode();
-            let mut natural_key = seq.to_be_bytes().to_vec();
-            natural_key.extend_from_slice(&p.key_id);
-            let sealed =
-                self.vault
-                    .seal(&p.key_id, &natural_key, &seq.to_be_bytes(), &plaintext)?;
-            record.sealed = Some(sealed);
-        }
-        Ok(record)
     }
 
     /// The customer known by a phone number or a BSUID.
@@ -391,6 +379,36 @@ impl Twinlog {
             leaf_hash: hex::encode(twinlog_auditlog::verify_proof::leaf_hash(&bytes)),
         })
     }
+}
+
+/// Gives a fact its seq, seals its personal content under its key, and
+/// encodes the leaf. The nonce comes from the seq and the key id; the seq is
+/// bound in as associated data, so sealed content cannot be moved to another
+/// record. The leaf is encoded from the borrowed record: the same bytes as
+/// the equivalent `AuditRecord` (checked in debug builds).
+fn seal<'a>(
+    vault: &mut Vault,
+    fact: Fact<'a>,
+    seq: u64,
+) -> Result<(Record<'a>, Vec<u8>), PipelineError> {
+    let mut record = fact.record;
+    record.seq = seq;
+    let sealed = match fact.personal {
+        Some(p) => {
+            let plaintext = p.content.encode();
+            let mut natural_key = seq.to_be_bytes().to_vec();
+            natural_key.extend_from_slice(&p.key_id);
+            Some(vault.seal(&p.key_id, &natural_key, &seq.to_be_bytes(), &plaintext)?)
+        }
+        None => None,
+    };
+    let leaf = record.encode(sealed.as_ref());
+    debug_assert_eq!(
+        leaf,
+        prost::Message::encode_to_vec(&record.to_audit_record(sealed)),
+        "the leaf is the encoding of the equivalent AuditRecord"
+    );
+    Ok((record, leaf))
 }
 
 fn vault_tree(log: &AuditLog, dir: &Path) -> Result<sled::Tree, PipelineError> {
