@@ -29,6 +29,7 @@ use std::time::Duration;
 
 pub mod embedded;
 mod error;
+pub mod group;
 pub mod kafka;
 mod partition;
 mod topic;
@@ -38,6 +39,7 @@ pub mod conformance;
 
 pub use embedded::{EmbeddedBus, EmbeddedConfig, EmbeddedStats};
 pub use error::BusError;
+pub use group::{GroupEvent, Membership};
 pub use kafka::KafkaBus;
 pub use partition::{key_for_partition, murmur2, partition_for};
 pub use topic::{Topic, DEFAULT_TOPIC_PREFIX};

@@ -147,6 +147,53 @@ enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Post seeded, realistic, signed webhook traffic (and API sends) to a running twinlog,
+    /// then print what was sent and what the audit log must hold, as JSON.
+    Simulate {
+        /// The webhook URL, e.g. http://127.0.0.1:8080/webhook
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The send gateway's base URL (e.g. http://127.0.0.1:8080): bot and
+        /// campaign messages go through it instead of being simulated.
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
+        /// The app secret that signs the bodies.
+        #[arg(long, env = "TWINLOG_SIMULATE_APP_SECRET", value_name = "SECRET")]
+        app_secret: String,
+        /// The seed: the same seed and sizes send the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Business numbers.
+        #[arg(long, default_value_t = 4)]
+        numbers: u32,
+        /// Customers per number.
+        #[arg(long, default_value_t = 50)]
+        customers: u32,
+        /// Events to generate (approximately; the report says exactly).
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Meta timestamps start here, unix seconds [default: one day ago]
+        #[arg(long, value_name = "SECONDS")]
+        start: Option<i64>,
+        /// Re-deliveries of an earlier body, per thousand.
+        #[arg(long, default_value_t = 20)]
+        duplicates_per_mille: u32,
+        /// Bodies are shuffled within windows of this many deliveries.
+        #[arg(long, default_value_t = 8)]
+        reorder_window: u32,
+        /// Group conversations (out of scope), per thousand.
+        #[arg(long, default_value_t = 5)]
+        groups_per_mille: u32,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Messages per second each number sends (Meta's coexistence limit is 20).
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Print what would be sent and expected, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage the Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -439,6 +486,79 @@ fn run(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Reprocess { service } => reprocess(&service),
+        Command::Simulate {
+            url,
+            gateway,
+            app_secret,
+            seed,
+            numbers,
+            customers,
+            events,
+            start,
+            duplicates_per_mille,
+            reorder_window,
+            groups_per_mille,
+            concurrency,
+            rate,
+            dry_run,
+        } => {
+            let scenario = twinlog_simulate::Scenario {
+                seed,
+                numbers,
+                customers_per_number: customers,
+                events,
+                start_unix_s: start.unwrap_or_else(|| now_ms() / 1000 - 86_400),
+                duplicate_per_mille: duplicates_per_mille,
+                reorder_window,
+                group_per_mille: groups_per_mille,
+                sends_via_gateway: gateway.is_some(),
+            };
+            scenario
+                .validate()
+                .context("fix the simulate flag named above")?;
+            let traffic = twinlog_simulate::generate(&scenario);
+            if dry_run {
+                let out = serde_json::json!({ "scenario": scenario, "expected": traffic.expected });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(0);
+            }
+            let target = twinlog_simulate::Target {
+                webhook_url: url,
+                gateway_url: gateway,
+                app_secret,
+                concurrency,
+                number_rate_per_s: rate,
+            };
+            let bar = ProgressBar::new(traffic.deliveries.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "simulating [{bar:40}] {pos}/{len} deliveries ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            let report = runtime
+                .block_on(twinlog_simulate::run(&traffic, &target, &bar))
+                .context("the simulation could not deliver its traffic")?;
+            bar.finish_and_clear();
+            let out = serde_json::json!({
+                "scenario": scenario,
+                "expected": traffic.expected,
+                "run": report,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(if report.failed == 0 && report.sends_failed == 0 {
+                0
+            } else {
+                1
+            })
+        }
         Command::Init { log } => {
             let t = Twinlog::init(&log.dir).with_context(|| {
                 format!("failed to create an audit log at {}", log.dir.display())
@@ -517,27 +637,46 @@ fn run(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Verify { log } => {
-            let l = AuditLog::open(&log.dir).with_context(|| {
-                format!("failed to open the audit log at {}", log.dir.display())
-            })?;
-            let bar = bar(l.size(), "verifying");
-            let result = l.verify(&mut |done, _| bar.set_position(done));
-            bar.finish_and_clear();
-            match result {
-                Ok(report) => {
-                    println!(
-                        "ok: {} records, root {}, {} checkpoints checked",
+            // A services data directory holds one log per shard.
+            let shards = log.dir.join("shards");
+            let logs: Vec<PathBuf> = if !log.dir.join("log.json").exists() && shards.is_dir() {
+                let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir(&shards)
+                    .with_context(|| format!("failed to list {}", shards.display()))?
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+                    .collect();
+                dirs.sort();
+                dirs.into_iter().map(|(_, d)| d).collect()
+            } else {
+                vec![log.dir.clone()]
+            };
+            let mut code = 0;
+            for dir in &logs {
+                let l = AuditLog::open(dir).with_context(|| {
+                    format!("failed to open the audit log at {}", dir.display())
+                })?;
+                let bar = bar(l.size(), "verifying");
+                let result = l.verify(&mut |done, _| bar.set_position(done));
+                bar.finish_and_clear();
+                let name = if logs.len() > 1 {
+                    format!("{}: ", dir.display())
+                } else {
+                    String::new()
+                };
+                match result {
+                    Ok(report) => println!(
+                        "{name}ok: {} records, root {}, {} checkpoints checked",
                         report.tree_size,
                         hex::encode(report.root),
                         report.checkpoints_checked
-                    );
-                    Ok(0)
-                }
-                Err(error) => {
-                    eprintln!("verification failed: {error}");
-                    Ok(2)
+                    ),
+                    Err(error) => {
+                        eprintln!("{name}verification failed: {error}");
+                        code = 2;
+                    }
                 }
             }
+            Ok(code)
         }
         Command::Proof { proof } => {
             let json = match proof {

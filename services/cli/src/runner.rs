@@ -119,6 +119,7 @@ pub struct RunnerMetrics {
     batch_seconds: Histogram,
     tree_size: Family<Vec<(String, String)>, Gauge>,
     lag: Family<Vec<(String, String)>, Gauge>,
+    shards_owned: Gauge,
 }
 
 impl RunnerMetrics {
@@ -132,6 +133,7 @@ impl RunnerMetrics {
             batch_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             tree_size: Family::default(),
             lag: Family::default(),
+            shards_owned: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("twinlog_engine");
         r.register(
@@ -166,11 +168,20 @@ impl RunnerMetrics {
             m.tree_size.clone(),
         );
         r.register(
+            "shards_owned",
+            "Audit shards this process folds now",
+            m.shards_owned.clone(),
+        );
+        r.register(
             "lag_records",
             "Input records on the bus not yet folded, by shard",
             m.lag.clone(),
         );
         m
+    }
+
+    pub fn set_shards_owned(&self, n: usize) {
+        self.shards_owned.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     fn shard_label(partition: u32) -> Vec<(String, String)> {

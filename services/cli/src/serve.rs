@@ -13,11 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use tokio::sync::watch;
-use twinlog_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus};
+
+use twinlog_bus::{Bus, EmbeddedBus, EmbeddedConfig, GroupEvent, KafkaBus, Membership};
 
 use crate::config::Settings;
 use crate::runner::{run_shard, RunConfig, RunnerError, RunnerMetrics, Shard};
+
+/// How long a new owner retries opening a shard whose previous owner is
+/// still letting go of it.
+pub const SHARD_OPEN_WAIT_MS_MAX: u64 = 60_000;
 
 /// Which services a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +141,7 @@ pub async fn serve(
             },
         )
         .map_err(|source| ServeError::EmbeddedBus { path, source })?;
-        serve_on(Arc::new(bus), settings, roles, shutdown, on_listening).await
+        serve_on(Arc::new(bus), settings, roles, shutdown, on_listening, None).await
     } else {
         let bus = KafkaBus::connect(&settings.kafka, &settings.topic_prefix)
             .await
@@ -144,7 +150,30 @@ pub async fn serve(
                 source,
             })?;
         let bus = Arc::new(bus);
-        let result = serve_on(Arc::clone(&bus), settings, roles, shutdown, on_listening).await;
+        // Without a fixed shard list, engines split the shards through a
+        // consumer group.
+        let membership = if roles.engine && !roles.drain && settings.shards.is_empty() {
+            let group = format!("{}engine", settings.topic_prefix);
+            Some(
+                Membership::join(&settings.kafka, &settings.topic_prefix, &group).map_err(
+                    |source| ServeError::Kafka {
+                        bootstrap: settings.kafka.clone(),
+                        source,
+                    },
+                )?,
+            )
+        } else {
+            None
+        };
+        let result = serve_on(
+            Arc::clone(&bus),
+            settings,
+            roles,
+            shutdown,
+            on_listening,
+            membership,
+        )
+        .await;
         if let Ok(bus) = Arc::try_unwrap(bus) {
             bus.close(Duration::from_millis(SHUTDOWN_WAIT_MS)).await;
         }
@@ -159,6 +188,7 @@ pub async fn serve_on<B: Bus>(
     roles: Roles,
     mut shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr) + Send,
+    membership: Option<Membership>,
 ) -> Result<(), ServeError> {
     let mut registry = Registry::default();
     let health = Arc::new(Health::default());
@@ -223,45 +253,22 @@ pub async fn serve_on<B: Bus>(
 
     if roles.engine {
         let metrics = RunnerMetrics::new(&mut registry);
-        let partitions = bus.partitions();
-        let owned: Vec<u32> = if settings.shards.is_empty() {
-            (0..partitions).collect()
-        } else {
-            settings.shards.clone()
+        let supervisor = Supervisor {
+            bus: Arc::clone(&bus),
+            settings: settings.clone(),
+            roles,
+            metrics,
+            running: BTreeMap::new(),
         };
-        for partition in owned {
-            if partition >= partitions {
-                return Err(ServeError::UnknownShard {
-                    partition,
-                    partitions,
-                });
+        let stop = stop_rx.clone();
+        let health = Arc::clone(&health);
+        tasks.spawn(async move {
+            let result = supervisor.run(membership, stop).await;
+            if let Err(error) = &result {
+                health.fail(error.to_string());
             }
-            let dir = settings.shard_dir(partition);
-            let shard =
-                tokio::task::block_in_place(|| Shard::open(&dir, partition, settings.audit_topic))?;
-            let config = RunConfig {
-                tick_interval_ms: if roles.drain {
-                    0
-                } else {
-                    settings.tick_interval_ms
-                },
-                exit_when_idle: roles.drain,
-                ..RunConfig::default()
-            };
-            let bus = Arc::clone(&bus);
-            let metrics = metrics.clone();
-            let stop = stop_rx.clone();
-            let health = Arc::clone(&health);
-            tasks.spawn(async move {
-                match run_shard(bus, shard, config, metrics, stop).await {
-                    Ok(_) => Ok(()),
-                    Err(error) => {
-                        health.fail(error.to_string());
-                        Err(ServeError::Runner(error))
-                    }
-                }
-            });
-        }
+            result
+        });
     }
 
     let ops = Arc::new(Ops {
@@ -340,4 +347,175 @@ pub async fn serve_on<B: Bus>(
     }
     drop(ingestor);
     outcome
+}
+
+type ShardTask = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<Shard, RunnerError>>,
+);
+
+/// Starts and stops the shard tasks: all (or the configured) partitions,
+/// or those the engine group assigns.
+struct Supervisor<B: Bus> {
+    bus: Arc<B>,
+    settings: Settings,
+    roles: Roles,
+    metrics: RunnerMetrics,
+    running: BTreeMap<u32, ShardTask>,
+}
+
+async fn next_event(membership: &mut Option<Membership>) -> Option<GroupEvent> {
+    match membership {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<B: Bus> Supervisor<B> {
+    async fn run(
+        mut self,
+        mut membership: Option<Membership>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ServeError> {
+        let partitions = self.bus.partitions();
+        if membership.is_none() {
+            let owned: Vec<u32> = if self.settings.shards.is_empty() {
+                (0..partitions).collect()
+            } else {
+                self.settings.shards.clone()
+            };
+            for partition in owned {
+                if partition >= partitions {
+                    return Err(ServeError::UnknownShard {
+                        partition,
+                        partitions,
+                    });
+                }
+                self.start(partition).await?;
+            }
+        }
+        let outcome = loop {
+            if self.roles.drain && self.running.values().all(|(_, h)| h.is_finished()) {
+                break self.reap().await;
+            }
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() { break Ok(()); }
+                }
+                event = next_event(&mut membership) => match event {
+                    Some(GroupEvent::Assigned(assigned)) => {
+                        if let Err(error) = self.start_all(assigned).await {
+                            break Err(error);
+                        }
+                    }
+                    Some(GroupEvent::Revoked { partitions, done }) => {
+                        for partition in partitions {
+                            self.stop_shard(partition).await;
+                        }
+                        let _ = done.send(());
+                    }
+                    None => membership = None,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(250)), if !self.roles.drain => {
+                    if let Err(error) = self.reap().await {
+                        break Err(error);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)), if self.roles.drain => {}
+            }
+        };
+        let owned: Vec<u32> = self.running.keys().copied().collect();
+        for partition in owned {
+            self.stop_shard(partition).await;
+        }
+        if let Some(m) = membership {
+            tokio::task::block_in_place(|| m.leave());
+        }
+        outcome
+    }
+
+    /// Removes finished shard tasks; an error ends the engine.
+    async fn reap(&mut self) -> Result<(), ServeError> {
+        let finished: Vec<u32> = self
+            .running
+            .iter()
+            .filter(|(_, (_, h))| h.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in finished {
+            if let Some((_, handle)) = self.running.remove(&partition) {
+                match handle.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return Err(ServeError::Runner(error)),
+                    Err(_) => return Err(ServeError::Panicked),
+                }
+            }
+        }
+        self.metrics.set_shards_owned(self.running.len());
+        Ok(())
+    }
+
+    async fn start_all(&mut self, partitions: Vec<u32>) -> Result<(), ServeError> {
+        for partition in partitions {
+            if !self.running.contains_key(&partition) {
+                self.start(partition).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, partition: u32) -> Result<(), ServeError> {
+        let dir = self.settings.shard_dir(partition);
+        let deadline = std::time::Instant::now() + Duration::from_millis(SHARD_OPEN_WAIT_MS_MAX);
+        let shard = loop {
+            match tokio::task::block_in_place(|| {
+                Shard::open(&dir, partition, self.settings.audit_topic)
+            }) {
+                Ok(shard) => break shard,
+                // The previous owner may still hold the shard's store.
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(message = "audit shard not available yet; retrying", partition, %error);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let config = RunConfig {
+            tick_interval_ms: if self.roles.drain {
+                0
+            } else {
+                self.settings.tick_interval_ms
+            },
+            exit_when_idle: self.roles.drain,
+            ..RunConfig::default()
+        };
+        let (tx, rx) = watch::channel(false);
+        let handle = tokio::spawn(run_shard(
+            Arc::clone(&self.bus),
+            shard,
+            config,
+            self.metrics.clone(),
+            rx,
+        ));
+        self.running.insert(partition, (tx, handle));
+        self.metrics.set_shards_owned(self.running.len());
+        tracing::info!(message = "audit shard started", partition);
+        Ok(())
+    }
+
+    /// Stops a shard and waits until its store is closed.
+    async fn stop_shard(&mut self, partition: u32) {
+        if let Some((tx, handle)) = self.running.remove(&partition) {
+            let _ = tx.send(true);
+            match handle.await {
+                Ok(Ok(shard)) => tokio::task::block_in_place(|| drop(shard)),
+                Ok(Err(error)) => {
+                    tracing::error!(message = "audit shard stopped with an error", partition, %error)
+                }
+                Err(_) => tracing::error!(message = "audit shard task panicked", partition),
+            }
+            tracing::info!(message = "audit shard stopped", partition);
+        }
+        self.metrics.set_shards_owned(self.running.len());
+    }
 }

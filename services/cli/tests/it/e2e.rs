@@ -696,3 +696,278 @@ async fn kafka_broker_restart_during_load_loses_nothing() {
         .sum();
     assert_eq!(total, BODIES * LOAD_PER_BODY);
 }
+
+/// The records of a log, decoded.
+fn records(log: &Path) -> Vec<twinlog_proto::v1::AuditRecord> {
+    let t = twinlog::Twinlog::open(log, &mut |_, _| {}).expect("open the log");
+    let size = t.log().size();
+    t.log()
+        .records(0, size)
+        .map(|item| {
+            let (seq, bytes) = item.expect("record");
+            twinlog::pipeline::decode(seq, &bytes).expect("decode")
+        })
+        .collect()
+}
+
+#[test]
+fn simulate_through_up_gives_the_audit_log_it_predicts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_s = data.to_string_lossy().into_owned();
+    let service = Service::start(&[
+        "up",
+        "--data",
+        &data_s,
+        "--app-secret",
+        SECRET,
+        "--verify-token",
+        VERIFY_TOKEN,
+        "--tick-interval-ms",
+        "0",
+    ]);
+    let out = run(&[
+        "simulate",
+        "--url",
+        &service.url("/webhook"),
+        "--app-secret",
+        SECRET,
+        "--seed",
+        "7",
+        "--numbers",
+        "3",
+        "--events",
+        "3000",
+        "--rate",
+        "1000",
+    ]);
+    service.stop();
+    run(&[
+        "engine",
+        "--data",
+        &data_s,
+        "--drain",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("simulate prints JSON");
+    let expected = &report["expected"];
+    assert_eq!(report["run"]["failed"], 0, "{report}");
+    assert_eq!(
+        report["run"]["acknowledged"], expected["webhook_deliveries"],
+        "{report}"
+    );
+    assert!(expected["duplicate_deliveries"].as_u64() > Some(0));
+    let log = data.join("shards/0");
+    verified_size(&log);
+    let tally = twinlog_simulate::tally(records(&log).iter());
+    let tally = serde_json::to_value(&tally).expect("tally as JSON");
+    assert_eq!(
+        &tally, &expected["records"],
+        "the audit log differs from what simulate predicts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_through_the_gateway_of_up_are_recorded_with_their_statuses() {
+    use twinlog_gateway::simulator::{SimConfig, SimWebhook, Simulator};
+    // The Graph API simulator listens first, so `up` can be pointed at it;
+    // it learns `up`'s webhook URL once `up` is listening.
+    let graph = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the simulator");
+    let graph_addr = graph.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_s = dir.path().join("data").to_string_lossy().into_owned();
+    let graph_url = format!("http://{graph_addr}/v24.0");
+    let service = Service::start(&[
+        "up",
+        "--data",
+        &data_s,
+        "--app-secret",
+        SECRET,
+        "--verify-token",
+        VERIFY_TOKEN,
+        "--tick-interval-ms",
+        "0",
+        "--graph-url",
+        &graph_url,
+        "--access-token",
+        "sim-token",
+        "--number-rate-per-s",
+        "5",
+    ]);
+    let simulator = Simulator::start(SimConfig {
+        number_rate_per_s: 5,
+        webhook: Some(SimWebhook {
+            url: service.url("/webhook"),
+            app_secret: SECRET.into(),
+        }),
+        ..SimConfig::default()
+    })
+    .expect("simulator");
+    let app = simulator.router();
+    let server = tokio::spawn(async move { axum::serve(graph, app).await });
+
+    let http = reqwest::Client::new();
+    const SENDS: u64 = 24;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..SENDS {
+        let (http, url) = (http.clone(), service.url("/v1/messages/106540352242922"));
+        tasks.spawn(async move {
+            let body = serde_json::json!({
+                "messaging_product": "whatsapp",
+                "to": format!("1650555{:04}", i % 4),
+                "type": "template",
+                "template": {"name": "order_update", "language": {"code": "en_US"}}
+            });
+            let r = http.post(url).json(&body).send().await.expect("send");
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("send task");
+    }
+    let stats = simulator.stats();
+    assert_eq!(stats.accepted, SENDS);
+    assert_eq!(
+        stats.errors_with(130429),
+        0,
+        "the gateway paced the number at 5/s"
+    );
+    // Wait for the status webhooks (sent, delivered, read per send).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while simulator.stats().webhooks_delivered < 3 * SENDS {
+        assert!(Instant::now() < deadline, "{:?}", simulator.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    simulator.shutdown().await;
+    server.abort();
+    service.stop();
+    run(&[
+        "engine",
+        "--data",
+        &data_s,
+        "--drain",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let log = dir.path().join("data/shards/0");
+    verified_size(&log);
+    let tally = twinlog_simulate::tally(records(&log).iter());
+    assert_eq!(tally.api_sends, SENDS, "{tally:?}");
+    assert_eq!(tally.statuses, 3 * SENDS, "{tally:?}");
+}
+
+/// A gauge or counter read from a service's `/metrics`.
+async fn read_metric(http: &reqwest::Client, service: &Service, name: &str) -> f64 {
+    match http.get(service.url("/metrics")).send().await {
+        Ok(r) => metric(&r.text().await.unwrap_or_default(), name),
+        Err(_) => -1.0,
+    }
+}
+
+async fn wait_for_metric(
+    http: &reqwest::Client,
+    service: &Service,
+    name: &str,
+    what: &str,
+    ok: impl Fn(f64) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = read_metric(http, service, name).await;
+        if ok(v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {name} is {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
+    let bootstrap = broker::bootstrap().to_owned();
+    let prefix = broker::prefix();
+    const PARTITIONS: u64 = 4;
+    run(&[
+        "topics",
+        "create",
+        "--kafka",
+        &bootstrap,
+        "--partitions",
+        "4",
+        "--topic-prefix",
+        &prefix,
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_s = dir.path().join("data").to_string_lossy().into_owned();
+    let ingest_s = dir.path().join("ingest").to_string_lossy().into_owned();
+    let args = |role: &str, data: &str| -> Vec<String> {
+        [
+            role,
+            "--data",
+            data,
+            "--kafka",
+            &bootstrap,
+            "--topic-prefix",
+            &prefix,
+            "--app-secret",
+            SECRET,
+            "--verify-token",
+            VERIFY_TOKEN,
+            "--tick-interval-ms",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let engine_args = args("engine", &data_s);
+    let ingest = Service::start(&as_strs(&args("ingest", &ingest_s)));
+    let mut a = Service::start(&as_strs(&engine_args));
+    let b = Service::start(&as_strs(&engine_args));
+    let http = reqwest::Client::new();
+    let owned = "twinlog_engine_shards_owned";
+    // The group splits the shards between the two engines.
+    wait_for_metric(&http, &a, owned, "engine A owns shards", |v| v >= 1.0).await;
+    wait_for_metric(&http, &b, owned, "engine B owns shards", |v| v >= 1.0).await;
+
+    let addr = Arc::new(Mutex::new(ingest.addr.clone()));
+    let acked = Arc::new(AtomicU64::new(0));
+    const BODIES: u64 = 1_000;
+    let load = tokio::spawn(deliver_all(
+        addr,
+        BODIES,
+        LOAD_PER_BODY,
+        8,
+        16,
+        acked.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A dies: B takes over every shard.
+    a.kill9();
+    wait_for_metric(&http, &b, owned, "B takes over A's shards", |v| {
+        v == PARTITIONS as f64
+    })
+    .await;
+    // A comes back: B hands some shards back, live.
+    a.restart();
+    wait_for_metric(&http, &a, owned, "A rejoins", |v| v >= 1.0).await;
+    wait_for_metric(&http, &b, owned, "B lets go", |v| {
+        v >= 1.0 && v < PARTITIONS as f64
+    })
+    .await;
+    load.await.expect("load");
+    assert_eq!(acked.load(Ordering::Relaxed), BODIES);
+    ingest.stop();
+    a.stop();
+    b.stop();
+    let mut drain = engine_args.clone();
+    drain.extend(["--drain".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    run(&as_strs(&drain));
+    let total: u64 = (0..PARTITIONS)
+        .map(|p| verified_size(&dir.path().join(format!("data/shards/{p}"))))
+        .sum();
+    assert_eq!(total, BODIES * LOAD_PER_BODY);
+}
