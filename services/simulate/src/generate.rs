@@ -420,8 +420,8 @@ impl<'s> NumberGen<'s> {
                 synced.push(c);
             }
         }
-        let mut at = t0 + self.rng.range(60, 240);
-        for group in synced.chunks(CONTACTS_PER_BODY_MAX) {
+        let first = t0 + self.rng.range(60, 240);
+        for (at, group) in (first..).zip(synced.chunks(CONTACTS_PER_BODY_MAX)) {
             let items: Vec<Value> = group
                 .iter()
                 .map(|&c| self.contact_item(c, "add", at))
@@ -431,7 +431,6 @@ impl<'s> NumberGen<'s> {
             v.insert("state_sync".into(), Value::Array(items));
             self.push_webhook(at, "smb_app_state_sync", v, n, 0);
             self.rec.contact_syncs += n;
-            at += 1;
         }
 
         // A few conversations between onboarding and the history request:
