@@ -324,12 +324,10 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
         };
         let phone_tag = (!phone.is_empty()).then(|| self.tag(domain::PHONE, phone));
         let bsuid_tag = (!bsuid.is_empty()).then(|| self.tag(domain::BSUID, bsuid));
-        let customer = bsuid_tag
-            .as_ref()
-            .and_then(lookup)
-            .or_else(|| phone_tag.as_ref().and_then(lookup))
-            .or(bsuid_tag)
-            .or(phone_tag);
+        // Each identity is looked up once: the lookups do not change.
+        let bsuid_known = bsuid_tag.as_ref().and_then(lookup);
+        let phone_known = phone_tag.as_ref().and_then(lookup);
+        let customer = bsuid_known.or(phone_known).or(bsuid_tag).or(phone_tag);
         let Some(customer) = customer else {
             return Resolved {
                 customer: None,
@@ -337,12 +335,12 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
             };
         };
         let mut links = Vec::new();
-        for (tag, kind) in [
-            (bsuid_tag, IdentityKind::Bsuid),
-            (phone_tag, IdentityKind::Phone),
+        for (tag, known, kind) in [
+            (bsuid_tag, bsuid_known, IdentityKind::Bsuid),
+            (phone_tag, phone_known, IdentityKind::Phone),
         ] {
             if let Some(tag) = tag {
-                if lookup(&tag) != Some(customer) {
+                if known != Some(customer) {
                     links.push(IdentityLink {
                         customer: customer.to_vec(),
                         identity: tag.to_vec(),

@@ -4,8 +4,10 @@
 
 use std::borrow::Cow;
 
-use prost::encoding::{encode_key, encode_varint, message, WireType};
-use twinlog_proto::v1::{audit_record::Fact as F, AuditRecord, IdentityLink, Sealed, Source};
+use prost::encoding::{message, WireType};
+use twinlog_proto::v1::{
+    audit_record::Fact as F, AuditRecord, IdentityLink, MessageRecorded, Sealed, Source,
+};
 
 use crate::Tag;
 
@@ -58,12 +60,35 @@ mod tag {
     pub const SEALED: u32 = 40;
 }
 
+/// A protobuf varint.
+#[inline]
+fn put_varint(mut value: u64, buf: &mut Vec<u8>) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// The length of a protobuf varint.
+#[inline]
+fn varint_len(value: u64) -> usize {
+    // ceil(bits / 7), with 0 taking one byte.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A field key: the field number and the wire type.
+#[inline]
+fn put_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    put_varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
 /// A varint field, skipped when zero (proto3 implicit presence).
 #[inline]
 fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value, buf);
+        put_key(tag, WireType::Varint, buf);
+        put_varint(value, buf);
     }
 }
 
@@ -71,11 +96,78 @@ fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
 #[inline]
 fn bytes(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
     if !value.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(value.len() as u64, buf);
+        put_key(tag, WireType::LengthDelimited, buf);
+        put_varint(value.len() as u64, buf);
         buf.extend_from_slice(value);
     }
 }
+
+/// A tag as a bytes field: a fixed-size copy.
+#[inline]
+fn tag_field(tag: u32, value: &Tag, buf: &mut Vec<u8>) {
+    put_key(tag, WireType::LengthDelimited, buf);
+    buf.push(value.len() as u8);
+    buf.extend_from_slice(value);
+}
+
+/// `Source` as a message field, as prost writes it.
+fn source_field(tag: u32, source: &Source, buf: &mut Vec<u8>) {
+    let topic = source.topic.as_bytes();
+    let partition = source.partition as u64;
+    let offset = source.offset as u64;
+    let mut len = 0;
+    if !topic.is_empty() {
+        len += 1 + varint_len(topic.len() as u64) + topic.len();
+    }
+    if partition != 0 {
+        len += 1 + varint_len(partition);
+    }
+    if offset != 0 {
+        len += 1 + varint_len(offset);
+    }
+    put_key(tag, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
+    bytes(SOURCE_TOPIC, topic, buf);
+    varint(SOURCE_PARTITION, partition, buf);
+    varint(SOURCE_OFFSET, offset, buf);
+}
+
+/// `MessageRecorded`, the commonest fact, as the `message_recorded` field
+/// of the record, as prost writes it. The body is written first, its length
+/// patched in after (one byte below 128, else the body moves).
+fn message_recorded_field(m: &MessageRecorded, buf: &mut Vec<u8>) {
+    put_key(FACT_MESSAGE_RECORDED, WireType::LengthDelimited, buf);
+    let at = buf.len();
+    buf.push(0);
+    bytes(1, &m.message_key, buf);
+    varint(2, m.channel as u64, buf);
+    varint(3, m.provenance as u64, buf);
+    bytes(4, m.r#type.as_bytes(), buf);
+    varint(5, m.timestamp as u64, buf);
+    bytes(6, &m.reply_to, buf);
+    varint(7, u64::from(m.media_pending), buf);
+    bytes(8, m.history_status.as_bytes(), buf);
+    varint(9, m.history_phase as u64, buf);
+    varint(10, u64::from(m.statuses_joined), buf);
+    bytes(11, m.joined_status.as_bytes(), buf);
+    varint(12, u64::from(m.ephemeral), buf);
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        put_varint(len as u64, &mut prefix);
+        buf.splice(at..at + 1, prefix);
+    }
+}
+
+/// The field number of `message_recorded` in `AuditRecord`.
+const FACT_MESSAGE_RECORDED: u32 = 20;
+
+/// Field numbers of `Source`.
+const SOURCE_TOPIC: u32 = 1;
+const SOURCE_PARTITION: u32 = 2;
+const SOURCE_OFFSET: u32 = 3;
 
 impl Record<'_> {
     /// The leaf bytes: the protobuf encoding of the equivalent
@@ -91,11 +183,11 @@ impl Record<'_> {
     pub fn encode_to(&self, sealed: Option<&Sealed>, buf: &mut Vec<u8>) {
         varint(tag::FORMAT, u64::from(self.format), buf);
         varint(tag::SEQ, self.seq, buf);
-        message::encode(tag::SOURCE, self.source, buf);
+        source_field(tag::SOURCE, self.source, buf);
         bytes(tag::BODY_SHA256, self.body_sha256, buf);
         bytes(tag::PHONE_NUMBER_ID, self.phone_number_id.as_bytes(), buf);
         if let Some(c) = &self.customer {
-            bytes(tag::CUSTOMER, c, buf);
+            tag_field(tag::CUSTOMER, c, buf);
         }
         // int64 and enums are written as the two's complement u64.
         varint(tag::META_TIMESTAMP, self.meta_timestamp as u64, buf);
@@ -107,7 +199,7 @@ impl Record<'_> {
             message::encode(tag::LINKS, link, buf);
         }
         if let Some(k) = &self.natural_key {
-            bytes(tag::NATURAL_KEY, k, buf);
+            tag_field(tag::NATURAL_KEY, k, buf);
         }
         bytes(tag::WABA_ID, self.waba_id.as_bytes(), buf);
         bytes(
@@ -118,7 +210,10 @@ impl Record<'_> {
         varint(tag::ENTRY_INDEX, u64::from(self.entry_index), buf);
         varint(tag::CHANGE_INDEX, u64::from(self.change_index), buf);
         varint(tag::ITEM_INDEX, u64::from(self.item_index), buf);
-        self.fact.encode(buf);
+        match &self.fact {
+            F::MessageRecorded(m) => message_recorded_field(m, buf),
+            other => other.encode(buf),
+        }
         if let Some(s) = sealed {
             message::encode(tag::SEALED, s, buf);
         }
@@ -202,5 +297,91 @@ impl ClearPart for Record<'_> {
     }
     fn fact(&self) -> Option<&F> {
         Some(&self.fact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twinlog_proto::v1::{CustomerErased, IdentityLink};
+
+    /// Edge values of every hand-encoded field against prost.
+    #[test]
+    fn edge_values_encode_as_prost_does() {
+        let sources = [
+            Source::default(),
+            Source {
+                topic: "t".repeat(200),
+                partition: -1,
+                offset: i64::MIN,
+            },
+            Source {
+                topic: "inbound".into(),
+                partition: i32::MAX,
+                offset: i64::MAX,
+            },
+        ];
+        for source in &sources {
+            for n in [
+                0i64,
+                1,
+                -1,
+                2,
+                127,
+                128,
+                255,
+                16_383,
+                16_384,
+                i64::MAX,
+                i64::MIN,
+            ] {
+                let record = Record {
+                    format: n as u32,
+                    seq: n as u64,
+                    source,
+                    body_sha256: &[7; 32],
+                    phone_number_id: Cow::Owned("9".repeat((n as u8 / 2) as usize)),
+                    customer: (n != 0).then_some([n as u8; 16]),
+                    meta_timestamp: n,
+                    ingest_time_ms: n.wrapping_mul(3),
+                    input_kind: n as i32,
+                    fact_index: n as u32,
+                    fact_count: (n >> 3) as u32,
+                    links: vec![IdentityLink::default(); (n as u8 % 3) as usize],
+                    natural_key: (n != 1).then_some([1; 16]),
+                    waba_id: Cow::Borrowed(if n > 0 { "102290129340398" } else { "" }),
+                    display_phone_number: Cow::Borrowed("15550783881"),
+                    entry_index: n as u32,
+                    change_index: (n >> 7) as u32,
+                    item_index: (n >> 14) as u32,
+                    fact: if n % 2 == 0 {
+                        F::CustomerErased(CustomerErased::default())
+                    } else {
+                        F::MessageRecorded(MessageRecorded {
+                            message_key: vec![3; 16],
+                            channel: n as i32,
+                            provenance: -(n as i32),
+                            r#type: "x".repeat((n as u8) as usize),
+                            timestamp: n,
+                            reply_to: vec![4; (n as u8 % 17) as usize],
+                            media_pending: n > 0,
+                            history_status: "SENT".into(),
+                            history_phase: -n,
+                            statuses_joined: n as u32,
+                            joined_status: if n > 1 { "read".into() } else { String::new() },
+                            ephemeral: n < 0,
+                        })
+                    },
+                };
+                assert_eq!(
+                    record.encode(None),
+                    prost::Message::encode_to_vec(&record.to_audit_record(None)),
+                    "{source:?} {n}"
+                );
+            }
+        }
+        for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+            assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
+        }
     }
 }
