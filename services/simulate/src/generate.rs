@@ -31,7 +31,7 @@ const HISTORY_MESSAGES_MAX: i64 = 12;
 /// Contacts in one `smb_app_state_sync` body.
 const CONTACTS_PER_BODY_MAX: usize = 50;
 /// Recipients of one campaign.
-const CAMPAIGN_RECIPIENTS_MAX: u64 = 40;
+const CAMPAIGN_RECIPIENTS_MAX: u64 = 30;
 /// Campaign sends per second of Meta time.
 const CAMPAIGN_RATE_PER_S: i64 = 10;
 /// Delay (in deliveries) of a re-delivery after its original, at most.
@@ -794,7 +794,7 @@ impl<'s> NumberGen<'s> {
                     0..45 => self.app_conversation(c),
                     45..75 => self.bot_conversation(c),
                     75..85 => self.contact_change(c),
-                    85..91 => self.campaign(),
+                    85..88 => self.campaign(),
                     _ => self.customer_only(c),
                 }
             }

@@ -619,3 +619,87 @@ async fn sends_without_a_gateway_are_refused_before_anything_is_posted() {
         matches!(err, Err(SimulateError::NoGateway { sends }) if sends == traffic.expected.sends)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_starts_after_every_earlier_delivery_finished() {
+    let webhook = |i: usize, barrier: bool| Delivery::Webhook {
+        body: format!("{{\"n\":{i}}}").into_bytes(),
+        number: "100000".into(),
+        duplicate: false,
+        sends: 0,
+        barrier,
+    };
+    let mut deliveries: Vec<Delivery> = (0..6).map(|i| webhook(i, false)).collect();
+    deliveries.push(webhook(6, true));
+    let traffic = Traffic {
+        deliveries,
+        expected: Default::default(),
+    };
+    let (report, server) = run_against(Mode::Ok, &traffic, 8, 1_000).await;
+    assert_eq!(report.acknowledged, 7);
+    let arrivals = server.arrivals.lock().expect("lock");
+    let barrier = arrivals
+        .iter()
+        .find(|a| a.body == b"{\"n\":6}")
+        .map(|a| a.at)
+        .expect("barrier body arrived");
+    // The server holds each request 5 ms: the barrier body can only arrive
+    // after every earlier one was answered.
+    for a in arrivals.iter().filter(|a| a.body != b"{\"n\":6}") {
+        assert!(barrier >= a.at + Duration::from_millis(5));
+    }
+}
+
+/// Replays one seed of the engine check: `SIM_SEED=<seed> cargo test -p
+/// twinlog-simulate replay_sim_seed` (`SIM_GATEWAY=1` for gateway mode).
+#[test]
+fn replay_sim_seed() {
+    let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else {
+        return;
+    };
+    let gateway = std::env::var("SIM_GATEWAY").is_ok_and(|v| v == "1");
+    check_fold(&scenario(seed, gateway));
+}
+
+#[test]
+fn scenarios_beyond_the_limits_are_refused_and_clamped() {
+    assert!(Scenario::default().validate().is_ok());
+    for bad in [
+        Scenario {
+            numbers: 0,
+            ..Scenario::default()
+        },
+        Scenario {
+            numbers: twinlog_simulate::NUMBERS_MAX + 1,
+            ..Scenario::default()
+        },
+        Scenario {
+            customers_per_number: 0,
+            ..Scenario::default()
+        },
+        Scenario {
+            duplicate_per_mille: 1001,
+            ..Scenario::default()
+        },
+        Scenario {
+            events: twinlog_simulate::EVENTS_MAX + 1,
+            ..Scenario::default()
+        },
+        Scenario {
+            start_unix_s: 0,
+            ..Scenario::default()
+        },
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(SimulateError::InvalidScenario { .. })),
+            "{bad:?}"
+        );
+    }
+    // generate clamps instead: one customer, and still a consistent prediction.
+    check_fold(&Scenario {
+        customers_per_number: 0,
+        numbers: 1,
+        events: 40,
+        ..Scenario::default()
+    });
+}
