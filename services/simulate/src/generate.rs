@@ -19,8 +19,9 @@ const DAY_S: i64 = 86_400;
 /// days with a margin, so none is `too_old`.
 const HISTORY_AGE_S_MAX: i64 = 175 * DAY_S;
 /// History media newer than this (before onboarding) get their follow-up;
-/// Meta serves media up to 14 days old.
-const HISTORY_MEDIA_AGE_S_MAX: i64 = 13 * DAY_S;
+/// Meta serves media up to 14 days old. The 2 days of margin cover an engine
+/// whose day 0 is the history's ingest time (see the crate docs).
+const HISTORY_MEDIA_AGE_S_MAX: i64 = 12 * DAY_S;
 /// Placeholders are not generated between the two limits, so no follow-up
 /// lands near the engine's 14-day line.
 const HISTORY_MEDIA_GAP_S_MAX: i64 = 15 * DAY_S;

@@ -25,7 +25,16 @@
 //! chunk (the chunk counts them as duplicates), and a history media follow-up
 //! comes after the chunk with its placeholder (an enrichment, not a new
 //! message). Reordering keeps these pairs in order, and [`run`] waits for every
-//! earlier delivery before it starts a delivery marked `barrier`.
+//! earlier delivery before it starts a delivery marked `barrier` (and then
+//! [`BARRIER_GAP_MS`] more, so its ingest time is strictly later).
+//!
+//! Day 0 of history is the install's time when the engine shard that folds
+//! the history has seen the install, else the history's ingest time. An
+//! `account_update` carries no `phone_number_id` and is keyed by its WABA, so
+//! with several partitions it may land on another shard. The margins hold for
+//! either: history reaches 175 days back (Meta and the engine: 180), media
+//! follow-ups only 12 days (14), so the prediction holds as long as the
+//! traffic is delivered within 2 days of `start_unix_s`.
 
 mod generate;
 mod rng;
@@ -60,6 +69,9 @@ pub const RETRY_BACKOFF_MS_BASE: u64 = 200;
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Largest gateway response read.
 pub const GATEWAY_RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+/// Pause after the deliveries before a barrier have finished, so the
+/// barrier delivery is received in a later millisecond.
+pub const BARRIER_GAP_MS: u64 = 2;
 /// Meta's throughput for a coexistence number, messages per second.
 pub const DEFAULT_NUMBER_RATE_PER_S: u32 = 20;
 

@@ -19,8 +19,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::{
-    Delivery, RunReport, SimulateError, Target, Traffic, ATTEMPTS_MAX, CONCURRENCY_MAX,
-    GATEWAY_RESPONSE_BYTES_MAX, REQUEST_TIMEOUT_MS, RETRY_AFTER_S_MAX, RETRY_BACKOFF_MS_BASE,
+    Delivery, RunReport, SimulateError, Target, Traffic, ATTEMPTS_MAX, BARRIER_GAP_MS,
+    CONCURRENCY_MAX, GATEWAY_RESPONSE_BYTES_MAX, REQUEST_TIMEOUT_MS, RETRY_AFTER_S_MAX,
+    RETRY_BACKOFF_MS_BASE,
 };
 
 /// `sha256=<hex HMAC-SHA256(app_secret, body)>`, the `X-Hub-Signature-256` value.
@@ -166,6 +167,10 @@ pub async fn run(
             while let Some(done) = tasks.join_next().await {
                 done.map_err(|source| SimulateError::Task { source })?;
             }
+            // A later ingest millisecond than everything before: the engine
+            // merges topics by (ingest ms, topic rank, offset), and `sync`
+            // (history) ranks before `inbound` and `app-echo`.
+            tokio::time::sleep(Duration::from_millis(BARRIER_GAP_MS)).await;
         }
         // The semaphore is never closed.
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
