@@ -17,6 +17,10 @@ use twinlog_bus::conformance::broker;
 const SECRET: &str = "e2e-app-secret";
 const SECRET_2: &str = "e2e-second-app";
 const VERIFY_TOKEN: &str = "e2e-verify";
+/// The tests of this file start processes, brokers and 100k-event loads:
+/// on a 2-core machine they run one at a time, so none starves another.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Longest a service may take to print its listening line.
 const START_WAIT: Duration = Duration::from_secs(60);
 
@@ -208,6 +212,7 @@ fn load_body(first: u64, per_body: u64, numbers: u64, now_s: i64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_folds_signed_fixtures_posted_over_http_and_refuses_bad_input() {
+    let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let data_s = data.to_string_lossy().into_owned();
@@ -432,6 +437,7 @@ const LOAD_EVENTS: u64 = LOAD_BODIES * LOAD_PER_BODY;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_up_during_100k_events_loses_nothing_and_duplicates_nothing() {
+    let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let data_s = data.to_string_lossy().into_owned();
@@ -488,6 +494,7 @@ async fn kill_9_of_up_during_100k_events_loses_nothing_and_duplicates_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_kill_9_of_engine_and_ingestor_during_100k_events_loses_nothing() {
+    let _heavy = HEAVY.lock().await;
     let bootstrap = broker::bootstrap().to_owned();
     let prefix = broker::prefix();
     run(&[
@@ -626,6 +633,7 @@ impl Drop for OwnBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_broker_restart_during_load_loses_nothing() {
+    let _heavy = HEAVY.lock().await;
     let kafka = OwnBroker::start();
     let prefix = broker::prefix();
     run(&[
@@ -712,6 +720,7 @@ fn records(log: &Path) -> Vec<twinlog_proto::v1::AuditRecord> {
 
 #[test]
 fn simulate_through_up_gives_the_audit_log_it_predicts() {
+    let _heavy = HEAVY.blocking_lock();
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let data_s = data.to_string_lossy().into_owned();
@@ -770,6 +779,7 @@ fn simulate_through_up_gives_the_audit_log_it_predicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_through_the_gateway_of_up_are_recorded_with_their_statuses() {
+    let _heavy = HEAVY.lock().await;
     use twinlog_gateway::simulator::{SimConfig, SimWebhook, Simulator};
     // The Graph API simulator listens first, so `up` can be pointed at it;
     // it learns `up`'s webhook URL once `up` is listening.
@@ -887,6 +897,7 @@ async fn wait_for_metric(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
+    let _heavy = HEAVY.lock().await;
     let bootstrap = broker::bootstrap().to_owned();
     let prefix = broker::prefix();
     const PARTITIONS: u64 = 4;
