@@ -190,10 +190,7 @@ mod tests {
             assert!(e.to_string().contains("partitions must be 1"), "{e}");
             jail.set_env("TWINLOG_PARTITIONS", "two");
             let e = Settings::load(None, &BTreeMap::new()).expect_err("not a number");
-            assert!(
-                e.to_string().to_lowercase().contains("partitions"),
-                "{e}"
-            );
+            assert!(e.to_string().to_lowercase().contains("partitions"), "{e}");
             Ok(())
         });
         let e = Settings::load(
