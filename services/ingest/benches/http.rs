@@ -104,7 +104,13 @@ struct Outcome {
 }
 
 /// Drives `conns` keep-alive connections at `addr` for `secs` seconds.
-async fn load(addr: SocketAddr, conns: usize, secs: f64, per_body: u64, next: Arc<AtomicU64>) -> Outcome {
+async fn load(
+    addr: SocketAddr,
+    conns: usize,
+    secs: f64,
+    per_body: u64,
+    next: Arc<AtomicU64>,
+) -> Outcome {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(conns)
         .timeout(Duration::from_secs(30))
@@ -303,8 +309,16 @@ fn main() {
         let ratio_s: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
         println!(
             "summary conns={c}: ingestor {} req/s, bare {} req/s, ratio per run [{}]",
-            if ing.is_empty() { "-".into() } else { range(&ing) },
-            if bar.is_empty() { "-".into() } else { range(&bar) },
+            if ing.is_empty() {
+                "-".into()
+            } else {
+                range(&ing)
+            },
+            if bar.is_empty() {
+                "-".into()
+            } else {
+                range(&bar)
+            },
             ratio_s.join(", ")
         );
     }

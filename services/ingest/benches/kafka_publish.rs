@@ -48,6 +48,9 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// Text that makes message bodies of different lengths.
+const PAD: &str = "Please also send the price list. ";
+
 /// `count` normalised inbound-text events as bus records, from bodies of 20
 /// messages over 50 business numbers.
 fn records(count: usize) -> Vec<OutRecord> {
@@ -63,9 +66,10 @@ fn records(count: usize) -> Vec<OutRecord> {
         let messages: Vec<String> = (first..first + per_body)
             .map(|n| {
                 format!(
-                    r#"{{"from":"1650555{:04}","id":"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdCRjY{n:012}","timestamp":"{}","type":"text","text":{{"body":"Does it come in another color? I would like the blue one, size M, message {n}"}}}}"#,
+                    r#"{{"from":"1650555{:04}","id":"wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdCRjY{n:012}","timestamp":"{}","type":"text","text":{{"body":"Does it come in another color? I would like the blue one, size M, message {n}. {}"}}}}"#,
                     n % 997,
-                    now_ms / 1000
+                    now_ms / 1000,
+                    PAD.repeat((n % 6) as usize)
                 )
             })
             .collect();
@@ -87,21 +91,35 @@ fn records(count: usize) -> Vec<OutRecord> {
     out
 }
 
-/// A byte that occurs in no key and no payload, other than `except`.
-fn absent_byte(records: &[OutRecord], except: Option<u8>) -> u8 {
-    let mut seen = [false; 256];
-    for r in records {
-        for &b in r.key.iter().chain(r.payload.iter()) {
-            seen[usize::from(b)] = true;
+/// A 4-byte sequence that occurs in no key and no payload and differs from
+/// `except`: kcat's delimiters (the payloads are binary and use every byte).
+fn absent_delimiter(records: &[OutRecord], except: Option<[u8; 4]>) -> [u8; 4] {
+    let mut seed: u32 = 0x9e37_79b9;
+    for _ in 0..1000 {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let d = seed.to_be_bytes();
+        if Some(d) == except || d.contains(&0) {
+            continue;
+        }
+        let found = records
+            .iter()
+            .any(|r| r.key.windows(4).any(|w| w == d) || r.payload.windows(4).any(|w| w == d));
+        if !found {
+            return d;
         }
     }
-    (1..=255u8)
-        .rev()
-        .find(|&b| !seen[usize::from(b)] && Some(b) != except)
-        .expect("a byte absent from every record, for kcat's delimiters")
+    panic!("no 4-byte sequence absent from every record, for kcat's delimiters")
 }
 
-async fn publish_all(bus: Arc<KafkaBus>, batches: Vec<Vec<OutRecord>>, publishers: usize) -> Duration {
+fn kcat_delimiter(d: [u8; 4]) -> String {
+    d.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+async fn publish_all(
+    bus: Arc<KafkaBus>,
+    batches: Vec<Vec<OutRecord>>,
+    publishers: usize,
+) -> Duration {
     let queue = Arc::new(Mutex::new(VecDeque::from(batches)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -154,7 +172,10 @@ fn main() {
     );
     rt.block_on(KafkaBus::create_topics(&bootstrap, &prefix, partitions))
         .expect("create topics");
-    let bus = Arc::new(rt.block_on(KafkaBus::connect(&bootstrap, &prefix)).expect("connect"));
+    let bus = Arc::new(
+        rt.block_on(KafkaBus::connect(&bootstrap, &prefix))
+            .expect("connect"),
+    );
 
     let all = records(count);
     let bytes: usize = all.iter().map(|r| r.payload.len() + r.key.len()).sum();
@@ -167,16 +188,16 @@ fn main() {
     );
 
     // The same bytes for kcat: KEY <kd> PAYLOAD <md>, per record.
-    let md = absent_byte(&all, None);
-    let kd = absent_byte(&all, Some(md));
+    let md = absent_delimiter(&all, None);
+    let kd = absent_delimiter(&all, Some(md));
     let file = tempfile::NamedTempFile::new().expect("temp file");
     {
         let mut w = std::io::BufWriter::new(file.as_file());
         for r in &all {
             w.write_all(&r.key).expect("write");
-            w.write_all(&[kd]).expect("write");
+            w.write_all(&kd).expect("write");
             w.write_all(&r.payload).expect("write");
-            w.write_all(&[md]).expect("write");
+            w.write_all(&md).expect("write");
         }
         w.flush().expect("flush");
     }
@@ -204,14 +225,13 @@ fn main() {
         let started = Instant::now();
         let mut cmd = Command::new(&kcat);
         cmd.args(["-P", "-b", &bootstrap, "-t", &topic])
-            .args(["-K", &format!("\\x{kd:02x}"), "-D", &format!("\\x{md:02x}")])
+            .args(["-K", &kcat_delimiter(kd), "-D", &kcat_delimiter(md)])
             .args(["-X", "acks=all", "-X", "enable.idempotence=true"]);
         if partitions == 1 {
             cmd.args(["-p", "0"]);
         }
         let status = cmd
-            .args(["-l", &file.path().to_string_lossy()])
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(file.reopen().expect("reopen the payload file")))
             .status();
         let took = started.elapsed();
         match status {
@@ -237,7 +257,9 @@ fn main() {
             Ok::<u64, twinlog_bus::BusError>(total)
         })
         .expect("end offsets");
-    let expected = (runs * count * (batch_sizes.len() * publishers.len() + usize::from(!kcat.is_empty()))) as u64;
+    let expected =
+        (runs * count * (batch_sizes.len() * publishers.len() + usize::from(!kcat.is_empty())))
+            as u64;
     println!("records on the topic: {end} (expected {expected})");
     if let Ok(bus) = Arc::try_unwrap(bus) {
         rt.block_on(bus.close(Duration::from_secs(10)));
