@@ -112,12 +112,17 @@ async fn deliver<B: Bus>(
         }
     };
     let receive_time_ms = now_ms();
-    let verifier = ingestor.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let authentic = verifier.is_authentic(&bytes, &signature);
-        (authentic, bytes)
-    })
-    .await;
+    let checked = if bytes.len() <= crate::INLINE_BODY_BYTES_MAX {
+        let authentic = ingestor.is_authentic(&bytes, &signature);
+        Ok((authentic, bytes))
+    } else {
+        let verifier = ingestor.clone();
+        tokio::task::spawn_blocking(move || {
+            let authentic = verifier.is_authentic(&bytes, &signature);
+            (authentic, bytes)
+        })
+        .await
+    };
     let bytes = match checked {
         Ok((true, bytes)) => bytes,
         Ok((false, _)) => {

@@ -104,6 +104,9 @@ pub const RAW_RETENTION_MS: i64 = 14 * DAY_MS;
 pub const RAW_RETENTION_MS_MIN: i64 = DAY_MS;
 /// Longest a `POST` body may take to arrive; then 408.
 pub const BODY_READ_MS_MAX: u64 = 30_000;
+/// Bodies up to this size are checked, sealed and normalised on the async
+/// thread (microseconds of work); larger ones go to the blocking pool.
+pub const INLINE_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Longest `hub.challenge` echoed by the handshake.
 pub const CHALLENGE_BYTES_MAX: usize = 1024;
 /// Dead letters read per step of [`Ingestor::reprocess`].
@@ -491,14 +494,15 @@ impl<B: Bus> Ingestor<B> {
     /// Handles an authentic body: store, normalise, publish.
     pub(crate) async fn deliver(&self, body: Vec<u8>, receive_time_ms: i64) -> Delivered {
         let body: Arc<[u8]> = body.into();
-        let store = self.store.clone();
-        let stored_body = body.clone();
-        let put = blocking(move || store.put_body(&stored_body, receive_time_ms)).await;
-        let id = match put {
-            Ok((id, ticket)) => match self.store.commit(ticket).await {
-                Ok(()) => id,
-                Err(error) => return self.store_failed(&error),
-            },
+        let put = if body.len() <= INLINE_BODY_BYTES_MAX {
+            self.store.put_body(&body, receive_time_ms)
+        } else {
+            let store = self.store.clone();
+            let stored_body = body.clone();
+            blocking(move || store.put_body(&stored_body, receive_time_ms)).await
+        };
+        let (id, ticket) = match put {
+            Ok(written) => written,
             Err(error) => return self.store_failed(&error),
         };
         self.metrics
@@ -507,12 +511,22 @@ impl<B: Bus> Ingestor<B> {
         let events = match self.normalize(body, receive_time_ms).await {
             Ok(events) => events,
             Err(refusal) => {
+                if let Err(error) = self.store.commit(ticket).await {
+                    return self.store_failed(&error);
+                }
                 return self
                     .dead_letter(id, refusal.text, &refusal.log_text, "normalize_refused")
-                    .await
+                    .await;
             }
         };
-        match self.publish(events).await {
+        // The raw body's flush and the events' publish overlap: the 200
+        // waits for both. A crash between them answers nothing, so Meta
+        // delivers again (and the engine deduplicates the events).
+        let (committed, published) = tokio::join!(self.store.commit(ticket), self.publish(events));
+        if let Err(error) = committed {
+            return self.store_failed(&error);
+        }
+        match published {
             Ok(()) => Delivered::Published,
             Err(PublishFailure::Limit(error)) => {
                 let text = error.to_string();
@@ -587,7 +601,12 @@ impl<B: Bus> Ingestor<B> {
         let ctx = IngestContext {
             ingest_time_ms: receive_time_ms,
         };
-        match tokio::task::spawn_blocking(move || normalizer(body.as_ref(), &ctx)).await {
+        let normalized = if body.as_ref().len() <= INLINE_BODY_BYTES_MAX {
+            Ok(normalizer(body.as_ref(), &ctx))
+        } else {
+            tokio::task::spawn_blocking(move || normalizer(body.as_ref(), &ctx)).await
+        };
+        match normalized {
             Ok(Ok(events)) => Ok(events),
             Ok(Err(error)) => Err(Refusal {
                 text: error.to_string(),
