@@ -154,7 +154,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         url: String,
         /// The send gateway's base URL (e.g. http://127.0.0.1:8080): bot and
-        /// campaign messages go through it instead of being simulated.
+        /// campaign messages go through it instead of being simulated. Only
+        /// against a gateway whose Graph URL is a simulator: a gateway on the
+        /// real Graph API sends real WhatsApp messages.
         #[arg(long, value_name = "URL")]
         gateway: Option<String>,
         /// The app secret that signs the bodies.
