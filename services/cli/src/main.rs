@@ -162,6 +162,10 @@ enum Command {
         /// The app secret that signs the bodies.
         #[arg(long, env = "TWINLOG_SIMULATE_APP_SECRET", value_name = "SECRET")]
         app_secret: String,
+        /// A Graph API simulator's base URL: simulate tells it which customers
+        /// write, so that it accepts the bot's free-form replies as Meta would.
+        #[arg(long, value_name = "URL", requires = "gateway")]
+        meta_url: Option<String>,
         /// The seed: the same seed and sizes send the same bytes.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -492,6 +496,7 @@ fn run(command: Command) -> Result<i32> {
             url,
             gateway,
             app_secret,
+            meta_url,
             seed,
             numbers,
             customers,
@@ -530,6 +535,7 @@ fn run(command: Command) -> Result<i32> {
                 app_secret,
                 concurrency,
                 number_rate_per_s: rate,
+                meta_url,
             };
             let bar = ProgressBar::new(traffic.deliveries.len() as u64);
             bar.set_style(

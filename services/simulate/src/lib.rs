@@ -167,6 +167,13 @@ pub struct Target {
     pub concurrency: usize,
     /// Messages per second each number sends (app echoes and API sends).
     pub number_rate_per_s: u32,
+    /// A Graph API simulator's base URL (`http://host:port`, no version).
+    /// Meta knows that a customer wrote before it delivers the webhook, and
+    /// only then accepts free-form replies (else 131047); a simulator does
+    /// not see the webhooks simulate posts to twinlog, so before it starts,
+    /// [`run`] tells it every customer who writes during the run
+    /// (`POST /sim/inbound`).
+    pub meta_url: Option<String>,
 }
 
 /// Generated traffic and what it must produce.
@@ -403,6 +410,8 @@ pub enum SimulateError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("the Graph API simulator at meta_url refused: {detail}")]
+    MetaSimulator { detail: String },
     #[error("a delivery task failed")]
     Task {
         #[source]

@@ -149,6 +149,9 @@ pub async fn run(
             pacers.insert(number.clone(), Pacer::new(target.number_rate_per_s));
         }
     }
+    if let Some(meta_url) = &target.meta_url {
+        open_windows(&client, meta_url.trim_end_matches('/'), traffic).await?;
+    }
     progress.set_length(traffic.deliveries.len() as u64);
     let shared = Arc::new(Shared {
         client,
@@ -308,4 +311,68 @@ async fn send(shared: &Shared, body: Vec<u8>, number: &str) {
         tokio::time::sleep(retry_delay(response.headers(), attempt)).await;
     }
     shared.report().sends_failed += 1;
+}
+
+/// The (number, customer) pairs of every customer message in the traffic's
+/// webhooks (`messages` field, `messages[]`), in order, once each.
+fn writers(traffic: &Traffic) -> Vec<(String, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for d in &traffic.deliveries {
+        let Delivery::Webhook { body, .. } = d else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            continue;
+        };
+        let entries = v["entry"].as_array().cloned().unwrap_or_default();
+        for entry in entries {
+            for change in entry["changes"].as_array().cloned().unwrap_or_default() {
+                if change["field"] != "messages" {
+                    continue;
+                }
+                let value = &change["value"];
+                let number = value["metadata"]["phone_number_id"]
+                    .as_str()
+                    .unwrap_or_default();
+                for m in value["messages"].as_array().cloned().unwrap_or_default() {
+                    let from = m["from"].as_str().filter(|f| !f.is_empty());
+                    let customer = from.or(m["from_user_id"].as_str()).unwrap_or_default();
+                    if number.is_empty() || customer.is_empty() {
+                        continue;
+                    }
+                    let pair = (number.to_owned(), customer.to_owned());
+                    if seen.insert(pair.clone()) {
+                        out.push(pair);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Tells a Graph API simulator who writes during the run.
+async fn open_windows(
+    client: &reqwest::Client,
+    meta_url: &str,
+    traffic: &Traffic,
+) -> Result<(), SimulateError> {
+    for (number, customer) in writers(traffic) {
+        let body = serde_json::json!({ "phone_number_id": number, "from": customer });
+        let answer = client
+            .post(format!("{meta_url}/sim/inbound"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| SimulateError::MetaSimulator {
+                detail: source.to_string(),
+            })?;
+        if !answer.status().is_success() {
+            return Err(SimulateError::MetaSimulator {
+                detail: format!("POST /sim/inbound answered {}", answer.status()),
+            });
+        }
+    }
+    Ok(())
 }

@@ -469,6 +469,7 @@ fn target(base: &str, concurrency: usize, rate: u32) -> Target {
         app_secret: SECRET.into(),
         concurrency,
         number_rate_per_s: rate,
+        meta_url: None,
     }
 }
 

@@ -982,3 +982,114 @@ async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
         .sum();
     assert_eq!(total, BODIES * LOAD_PER_BODY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_with_bot_and_campaigns_through_the_gateway_of_up() {
+    let _heavy = HEAVY.lock().await;
+    use twinlog_gateway::simulator::{SimConfig, SimWebhook, Simulator};
+    let graph = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the simulator");
+    let graph_addr = graph.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_s = dir.path().join("data").to_string_lossy().into_owned();
+    let graph_url = format!("http://{graph_addr}/v24.0");
+    let service = Service::start(&[
+        "up",
+        "--data",
+        &data_s,
+        "--app-secret",
+        SECRET,
+        "--verify-token",
+        VERIFY_TOKEN,
+        "--tick-interval-ms",
+        "0",
+        "--graph-url",
+        &graph_url,
+        "--access-token",
+        "sim-token",
+    ]);
+    let simulator = Simulator::start(SimConfig {
+        webhook: Some(SimWebhook {
+            url: service.url("/webhook"),
+            app_secret: SECRET.into(),
+        }),
+        ..SimConfig::default()
+    })
+    .expect("simulator");
+    let app = simulator.router();
+    let server = tokio::spawn(async move { axum::serve(graph, app).await });
+    let base = service.url("");
+    let out = tokio::task::block_in_place(|| {
+        run(&[
+            "simulate",
+            "--url",
+            &service.url("/webhook"),
+            "--gateway",
+            &base,
+            "--meta-url",
+            &format!("http://{graph_addr}"),
+            "--app-secret",
+            SECRET,
+            "--seed",
+            "11",
+            "--numbers",
+            "2",
+            "--events",
+            "1500",
+        ])
+    });
+    let report: serde_json::Value = serde_json::from_str(&out).expect("simulate prints JSON");
+    let expected = &report["expected"];
+    assert!(expected["sends"].as_u64() > Some(10), "{report}");
+    assert_eq!(report["run"]["sends_failed"], 0, "{report}");
+    assert_eq!(report["run"]["sends_ok"], expected["sends"], "{report}");
+    assert_eq!(simulator.stats().errors_with(130429), 0, "paced at 20/s");
+    // The simulator's status webhooks (sent, delivered, read per send).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while simulator.stats().webhooks_delivered < 3 * simulator.stats().accepted {
+        assert!(Instant::now() < deadline, "{:?}", simulator.stats());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses = simulator.stats().webhooks_delivered;
+    simulator.shutdown().await;
+    server.abort();
+    service.stop();
+    run(&[
+        "engine",
+        "--data",
+        &data_s,
+        "--drain",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let log = dir.path().join("data/shards/0");
+    verified_size(&log);
+    let tally = twinlog_simulate::tally(records(&log).iter());
+    let mut tally = serde_json::to_value(&tally).expect("tally as JSON");
+    let mut want = expected["records"].clone();
+    // The simulator's statuses are not in simulate's prediction.
+    assert_eq!(
+        tally["statuses"].as_u64(),
+        want["statuses"].as_u64().map(|s| s + statuses)
+    );
+    assert_eq!(
+        tally["total"].as_u64(),
+        want["total"].as_u64().map(|s| s + statuses)
+    );
+    for key in [
+        "statuses",
+        "total",
+        "statuses_by_status",
+        "statuses_orphaned",
+        "statuses_priced",
+    ] {
+        tally[key] = serde_json::Value::Null;
+        want[key] = serde_json::Value::Null;
+    }
+    assert_eq!(
+        tally, want,
+        "the audit log differs from what simulate predicts"
+    );
+    assert!(want["api_sends"].as_u64() > Some(10));
+}
