@@ -25,7 +25,8 @@ const PROGRESS_RECORDS_MIN: u64 = 50_000;
     long_about = "twinlog folds Meta's WhatsApp Business webhooks (messages, smb_message_echoes, history, \
 smb_app_state_sync, account_update) and Cloud API sends into an append-only, tamper-evident audit log: \
 an RFC 6962 Merkle tree with signed C2SP checkpoints, personal content encrypted per customer.\n\n\
-Start with:  twinlog append --log ./twinlog-data webhook.json && twinlog verify --log ./twinlog-data"
+Start with:  twinlog up --app-secret SECRET --verify-token TOKEN   (webhooks on http://127.0.0.1:8080/webhook)\n\
+Offline:     twinlog append --log ./twinlog-data webhook.json && twinlog verify --log ./twinlog-data"
 )]
 struct Cli {
     #[command(subcommand)]
