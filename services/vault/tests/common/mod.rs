@@ -14,11 +14,23 @@ pub fn keys_dir(root: &Path) -> PathBuf {
     root.join("keys")
 }
 
+/// Opens the sled db, waiting up to 5 s for the lock: a dropped `Db`
+/// releases its file lock only when sled's background flusher thread has
+/// let go of it, which may be a moment after the drop.
 pub fn open_db(root: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(db_dir(root))
-        .open()
-        .expect("open sled db")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(db_dir(root)).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("open sled db: {e:?}"),
+        }
+    }
 }
 
 /// Creates a vault under `root`; returns it with its db.
