@@ -133,6 +133,68 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// `role --data DATA` with our app secret and verify token, no clock
+/// ticks, then `extra`.
+fn service_args(role: &str, data: &Path, extra: &[&str]) -> Vec<String> {
+    let data = data.to_string_lossy();
+    let mut args: Vec<String> = [
+        role,
+        "--data",
+        &data,
+        "--app-secret",
+        SECRET,
+        "--verify-token",
+        VERIFY_TOKEN,
+        "--tick-interval-ms",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// [`service_args`] on Kafka topics under `prefix`.
+fn kafka_args(role: &str, data: &Path, bootstrap: &str, prefix: &str) -> Vec<String> {
+    service_args(
+        role,
+        data,
+        &["--kafka", bootstrap, "--topic-prefix", prefix],
+    )
+}
+
+fn create_topics(bootstrap: &str, prefix: &str, partitions: u32) {
+    run(&[
+        "topics",
+        "create",
+        "--kafka",
+        bootstrap,
+        "--partitions",
+        &partitions.to_string(),
+        "--topic-prefix",
+        prefix,
+    ]);
+}
+
+/// Folds what the bus holds: `engine --drain` with the data directory and
+/// bus of `args` (a service's arguments).
+fn drain(args: &[String]) {
+    let mut drain = args.to_vec();
+    drain[0] = "engine".into();
+    drain.extend(["--drain".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    run(&as_strs(&drain));
+}
+
+/// [`drain`], then verifies every shard under `data`: the records of all
+/// of them.
+fn drain_and_count(engine_args: &[String], data: &Path, partitions: u32) -> u64 {
+    drain(engine_args);
+    (0..partitions)
+        .map(|p| verified_size(&data.join(format!("shards/{p}"))))
+        .sum()
+}
+
 fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -215,20 +277,8 @@ async fn up_folds_signed_fixtures_posted_over_http_and_refuses_bad_input() {
     let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    let service = Service::start(&[
-        "up",
-        "--data",
-        &data_s,
-        "--app-secret",
-        SECRET,
-        "--app-secret",
-        SECRET_2,
-        "--verify-token",
-        VERIFY_TOKEN,
-        "--tick-interval-ms",
-        "0",
-    ]);
+    let args = service_args("up", &data, &["--app-secret", SECRET_2]);
+    let service = Service::start(&as_strs(&args));
     let http = reqwest::Client::new();
 
     // Meta's handshake.
@@ -327,15 +377,7 @@ async fn up_folds_signed_fixtures_posted_over_http_and_refuses_bad_input() {
 
     // Fold what is left, then the log verifies and holds what a direct fold
     // of the same fixtures holds.
-    run(&[
-        "engine",
-        "--data",
-        &data_s,
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let size = verified_size(&data.join("shards/0"));
+    let size = drain_and_count(&args, &data, 1);
     let direct = dir.path().join("direct");
     let mut args = vec![
         "append".to_owned(),
@@ -440,19 +482,8 @@ async fn kill_9_of_up_during_100k_events_loses_nothing_and_duplicates_nothing() 
     let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    let args = [
-        "up",
-        "--data",
-        &data_s,
-        "--app-secret",
-        SECRET,
-        "--verify-token",
-        VERIFY_TOKEN,
-        "--tick-interval-ms",
-        "0",
-    ];
-    let mut service = Service::start(&args);
+    let args = service_args("up", &data, &[]);
+    let mut service = Service::start(&as_strs(&args));
     let addr = Arc::new(Mutex::new(service.addr.clone()));
     let acked = Arc::new(AtomicU64::new(0));
     let load = tokio::spawn(deliver_all(
@@ -478,14 +509,7 @@ async fn kill_9_of_up_during_100k_events_loses_nothing_and_duplicates_nothing() 
     assert!(kills >= 2, "the load ended before the second kill");
     assert_eq!(acked.load(Ordering::Relaxed), LOAD_BODIES);
     service.stop();
-    run(&[
-        "engine",
-        "--data",
-        &data_s,
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    drain(&args);
     // Every message exactly once: the bodies hold distinct wamids, so the
     // log has one record per message, no more (duplicates) and no fewer
     // (losses).
@@ -497,43 +521,11 @@ async fn kafka_kill_9_of_engine_and_ingestor_during_100k_events_loses_nothing() 
     let _heavy = HEAVY.lock().await;
     let bootstrap = broker::bootstrap().to_owned();
     let prefix = broker::prefix();
-    run(&[
-        "topics",
-        "create",
-        "--kafka",
-        &bootstrap,
-        "--partitions",
-        "2",
-        "--topic-prefix",
-        &prefix,
-    ]);
+    create_topics(&bootstrap, &prefix, 2);
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    let ingest_data = dir.path().join("ingest");
-    let ingest_s = ingest_data.to_string_lossy().into_owned();
-    let common = |role: &'static str, data: &str| -> Vec<String> {
-        [
-            role,
-            "--data",
-            data,
-            "--kafka",
-            &bootstrap,
-            "--topic-prefix",
-            &prefix,
-            "--app-secret",
-            SECRET,
-            "--verify-token",
-            VERIFY_TOKEN,
-            "--tick-interval-ms",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let ingest_args = common("ingest", &ingest_s);
-    let engine_args = common("engine", &data_s);
+    let ingest_args = kafka_args("ingest", &dir.path().join("ingest"), &bootstrap, &prefix);
+    let engine_args = kafka_args("engine", &data, &bootstrap, &prefix);
     let mut ingest = Service::start(&as_strs(&ingest_args));
     let mut engine = Service::start(&as_strs(&engine_args));
     let addr = Arc::new(Mutex::new(ingest.addr.clone()));
@@ -567,14 +559,7 @@ async fn kafka_kill_9_of_engine_and_ingestor_during_100k_events_loses_nothing() 
     assert_eq!(acked.load(Ordering::Relaxed), LOAD_BODIES);
     ingest.stop();
     engine.stop();
-    let mut drain = engine_args.clone();
-    drain.push("--drain".into());
-    drain.extend(["--listen".into(), "127.0.0.1:0".into()]);
-    run(&as_strs(&drain));
-    let total: u64 = (0..2)
-        .map(|p| verified_size(&data.join(format!("shards/{p}"))))
-        .sum();
-    assert_eq!(total, LOAD_EVENTS);
+    assert_eq!(drain_and_count(&engine_args, &data, 2), LOAD_EVENTS);
 }
 
 /// A broker of this test's own, so that restarting it disturbs no other
@@ -636,37 +621,10 @@ async fn kafka_broker_restart_during_load_loses_nothing() {
     let _heavy = HEAVY.lock().await;
     let kafka = OwnBroker::start();
     let prefix = broker::prefix();
-    run(&[
-        "topics",
-        "create",
-        "--kafka",
-        &kafka.bootstrap,
-        "--partitions",
-        "2",
-        "--topic-prefix",
-        &prefix,
-    ]);
+    create_topics(&kafka.bootstrap, &prefix, 2);
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    let args: Vec<String> = [
-        "up",
-        "--data",
-        &data_s,
-        "--kafka",
-        &kafka.bootstrap,
-        "--topic-prefix",
-        &prefix,
-        "--app-secret",
-        SECRET,
-        "--verify-token",
-        VERIFY_TOKEN,
-        "--tick-interval-ms",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = kafka_args("up", &data, &kafka.bootstrap, &prefix);
     let service = Service::start(&as_strs(&args));
     let addr = Arc::new(Mutex::new(service.addr.clone()));
     let acked = Arc::new(AtomicU64::new(0));
@@ -695,14 +653,7 @@ async fn kafka_broker_restart_during_load_loses_nothing() {
     load.await.expect("load");
     assert_eq!(acked.load(Ordering::Relaxed), BODIES);
     service.stop();
-    let mut drain: Vec<String> = args.clone();
-    drain[0] = "engine".into();
-    drain.extend(["--drain".into(), "--listen".into(), "127.0.0.1:0".into()]);
-    run(&as_strs(&drain));
-    let total: u64 = (0..2)
-        .map(|p| verified_size(&data.join(format!("shards/{p}"))))
-        .sum();
-    assert_eq!(total, BODIES * LOAD_PER_BODY);
+    assert_eq!(drain_and_count(&args, &data, 2), BODIES * LOAD_PER_BODY);
 }
 
 /// The records of a log, decoded.
@@ -723,18 +674,8 @@ fn simulate_through_up_gives_the_audit_log_it_predicts() {
     let _heavy = HEAVY.blocking_lock();
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    let service = Service::start(&[
-        "up",
-        "--data",
-        &data_s,
-        "--app-secret",
-        SECRET,
-        "--verify-token",
-        VERIFY_TOKEN,
-        "--tick-interval-ms",
-        "0",
-    ]);
+    let args = service_args("up", &data, &[]);
+    let service = Service::start(&as_strs(&args));
     let out = run(&[
         "simulate",
         "--url",
@@ -751,14 +692,7 @@ fn simulate_through_up_gives_the_audit_log_it_predicts() {
         "1000",
     ]);
     service.stop();
-    run(&[
-        "engine",
-        "--data",
-        &data_s,
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    drain(&args);
     let report: serde_json::Value = serde_json::from_str(&out).expect("simulate prints JSON");
     let expected = &report["expected"];
     assert_eq!(report["run"]["failed"], 0, "{report}");
@@ -777,47 +711,80 @@ fn simulate_through_up_gives_the_audit_log_it_predicts() {
     );
 }
 
+/// `twinlog up` with its send gateway pointed at a Graph API simulator, which
+/// sends its status webhooks back to `up`. The simulator listens first, so
+/// `up` can be pointed at it; it learns `up`'s webhook URL once `up` listens.
+struct UpWithGraph {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    service: Service,
+    simulator: twinlog_gateway::simulator::Simulator,
+    graph_addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl UpWithGraph {
+    async fn start(number_rate_per_s: u32) -> UpWithGraph {
+        use twinlog_gateway::simulator::{SimConfig, SimWebhook, Simulator};
+        let graph = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the simulator");
+        let graph_addr = graph.local_addr().expect("addr");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let graph_url = format!("http://{graph_addr}/v24.0");
+        let rate = number_rate_per_s.to_string();
+        let args = service_args(
+            "up",
+            &dir.path().join("data"),
+            &[
+                "--graph-url",
+                &graph_url,
+                "--access-token",
+                "sim-token",
+                "--number-rate-per-s",
+                &rate,
+            ],
+        );
+        let service = Service::start(&as_strs(&args));
+        let simulator = Simulator::start(SimConfig {
+            number_rate_per_s,
+            webhook: Some(SimWebhook {
+                url: service.url("/webhook"),
+                app_secret: SECRET.into(),
+            }),
+            ..SimConfig::default()
+        })
+        .expect("simulator");
+        let app = simulator.router();
+        let server = tokio::spawn(async move { axum::serve(graph, app).await });
+        UpWithGraph {
+            dir,
+            args,
+            service,
+            simulator,
+            graph_addr,
+            server,
+        }
+    }
+
+    /// Stops everything, folds what is left, and returns the records of the
+    /// log, which must verify.
+    async fn finish(self) -> Vec<twinlog_proto::v1::AuditRecord> {
+        self.simulator.shutdown().await;
+        self.server.abort();
+        self.service.stop();
+        drain(&self.args);
+        let log = self.dir.path().join("data/shards/0");
+        verified_size(&log);
+        records(&log)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_through_the_gateway_of_up_are_recorded_with_their_statuses() {
     let _heavy = HEAVY.lock().await;
-    use twinlog_gateway::simulator::{SimConfig, SimWebhook, Simulator};
-    // The Graph API simulator listens first, so `up` can be pointed at it;
-    // it learns `up`'s webhook URL once `up` is listening.
-    let graph = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the simulator");
-    let graph_addr = graph.local_addr().expect("addr");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data_s = dir.path().join("data").to_string_lossy().into_owned();
-    let graph_url = format!("http://{graph_addr}/v24.0");
-    let service = Service::start(&[
-        "up",
-        "--data",
-        &data_s,
-        "--app-secret",
-        SECRET,
-        "--verify-token",
-        VERIFY_TOKEN,
-        "--tick-interval-ms",
-        "0",
-        "--graph-url",
-        &graph_url,
-        "--access-token",
-        "sim-token",
-        "--number-rate-per-s",
-        "5",
-    ]);
-    let simulator = Simulator::start(SimConfig {
-        number_rate_per_s: 5,
-        webhook: Some(SimWebhook {
-            url: service.url("/webhook"),
-            app_secret: SECRET.into(),
-        }),
-        ..SimConfig::default()
-    })
-    .expect("simulator");
-    let app = simulator.router();
-    let server = tokio::spawn(async move { axum::serve(graph, app).await });
+    let up = UpWithGraph::start(5).await;
+    let (service, simulator) = (&up.service, &up.simulator);
 
     let http = reqwest::Client::new();
     const SENDS: u64 = 24;
@@ -851,20 +818,7 @@ async fn sends_through_the_gateway_of_up_are_recorded_with_their_statuses() {
         assert!(Instant::now() < deadline, "{:?}", simulator.stats());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    simulator.shutdown().await;
-    server.abort();
-    service.stop();
-    run(&[
-        "engine",
-        "--data",
-        &data_s,
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let log = dir.path().join("data/shards/0");
-    verified_size(&log);
-    let tally = twinlog_simulate::tally(records(&log).iter());
+    let tally = twinlog_simulate::tally(up.finish().await.iter());
     assert_eq!(tally.api_sends, SENDS, "{tally:?}");
     assert_eq!(tally.statuses, 3 * SENDS, "{tally:?}");
 }
@@ -900,42 +854,13 @@ async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
     let _heavy = HEAVY.lock().await;
     let bootstrap = broker::bootstrap().to_owned();
     let prefix = broker::prefix();
-    const PARTITIONS: u64 = 4;
-    run(&[
-        "topics",
-        "create",
-        "--kafka",
-        &bootstrap,
-        "--partitions",
-        "4",
-        "--topic-prefix",
-        &prefix,
-    ]);
+    const PARTITIONS: u32 = 4;
+    create_topics(&bootstrap, &prefix, PARTITIONS);
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_s = dir.path().join("data").to_string_lossy().into_owned();
-    let ingest_s = dir.path().join("ingest").to_string_lossy().into_owned();
-    let args = |role: &str, data: &str| -> Vec<String> {
-        [
-            role,
-            "--data",
-            data,
-            "--kafka",
-            &bootstrap,
-            "--topic-prefix",
-            &prefix,
-            "--app-secret",
-            SECRET,
-            "--verify-token",
-            VERIFY_TOKEN,
-            "--tick-interval-ms",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let engine_args = args("engine", &data_s);
-    let ingest = Service::start(&as_strs(&args("ingest", &ingest_s)));
+    let data = dir.path().join("data");
+    let engine_args = kafka_args("engine", &data, &bootstrap, &prefix);
+    let ingest_args = kafka_args("ingest", &dir.path().join("ingest"), &bootstrap, &prefix);
+    let ingest = Service::start(&as_strs(&ingest_args));
     let mut a = Service::start(&as_strs(&engine_args));
     let b = Service::start(&as_strs(&engine_args));
     let http = reqwest::Client::new();
@@ -974,51 +899,17 @@ async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
     ingest.stop();
     a.stop();
     b.stop();
-    let mut drain = engine_args.clone();
-    drain.extend(["--drain".into(), "--listen".into(), "127.0.0.1:0".into()]);
-    run(&as_strs(&drain));
-    let total: u64 = (0..PARTITIONS)
-        .map(|p| verified_size(&dir.path().join(format!("data/shards/{p}"))))
-        .sum();
-    assert_eq!(total, BODIES * LOAD_PER_BODY);
+    assert_eq!(
+        drain_and_count(&engine_args, &data, PARTITIONS),
+        BODIES * LOAD_PER_BODY
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_with_bot_and_campaigns_through_the_gateway_of_up() {
     let _heavy = HEAVY.lock().await;
-    use twinlog_gateway::simulator::{SimConfig, SimWebhook, Simulator};
-    let graph = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the simulator");
-    let graph_addr = graph.local_addr().expect("addr");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data_s = dir.path().join("data").to_string_lossy().into_owned();
-    let graph_url = format!("http://{graph_addr}/v24.0");
-    let service = Service::start(&[
-        "up",
-        "--data",
-        &data_s,
-        "--app-secret",
-        SECRET,
-        "--verify-token",
-        VERIFY_TOKEN,
-        "--tick-interval-ms",
-        "0",
-        "--graph-url",
-        &graph_url,
-        "--access-token",
-        "sim-token",
-    ]);
-    let simulator = Simulator::start(SimConfig {
-        webhook: Some(SimWebhook {
-            url: service.url("/webhook"),
-            app_secret: SECRET.into(),
-        }),
-        ..SimConfig::default()
-    })
-    .expect("simulator");
-    let app = simulator.router();
-    let server = tokio::spawn(async move { axum::serve(graph, app).await });
+    let up = UpWithGraph::start(20).await;
+    let (service, simulator, graph_addr) = (&up.service, &up.simulator, up.graph_addr);
     let base = service.url("");
     let out = tokio::task::block_in_place(|| {
         run(&[
@@ -1052,20 +943,7 @@ async fn simulate_with_bot_and_campaigns_through_the_gateway_of_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let statuses = simulator.stats().webhooks_delivered;
-    simulator.shutdown().await;
-    server.abort();
-    service.stop();
-    run(&[
-        "engine",
-        "--data",
-        &data_s,
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let log = dir.path().join("data/shards/0");
-    verified_size(&log);
-    let tally = twinlog_simulate::tally(records(&log).iter());
+    let tally = twinlog_simulate::tally(up.finish().await.iter());
     let mut tally = serde_json::to_value(&tally).expect("tally as JSON");
     let mut want = expected["records"].clone();
     // The simulator's statuses are not in simulate's prediction.
