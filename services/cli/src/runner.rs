@@ -192,7 +192,6 @@ impl RunnerMetrics {
 /// One audit shard: the log of one bus partition and its read positions.
 pub struct Shard {
     partition: u32,
-    dir: PathBuf,
     twinlog: Twinlog,
     /// Next offset to fold, per input topic (index = rank).
     next: [u64; 5],
@@ -239,7 +238,6 @@ impl Shard {
         );
         Ok(Shard {
             partition,
-            dir: dir.to_path_buf(),
             twinlog,
             next,
             buffered: Default::default(),
@@ -251,10 +249,6 @@ impl Shard {
 
     pub fn partition(&self) -> u32 {
         self.partition
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn twinlog(&self) -> &Twinlog {
