@@ -159,6 +159,7 @@ pub fn decide_forget<'a>(
         entry_index: 0,
         change_index: 0,
         item_index: 0,
+        customer_country: Cow::Borrowed(""),
         fact: F::CustomerErased(CustomerErased {
             customer: customer.to_vec(),
             reason: "forget".to_string(),
@@ -391,6 +392,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 change_index: e.change_index,
                 item_index: e.item_index,
                 fact,
+                customer_country: Cow::Borrowed(""),
             },
             personal,
         }

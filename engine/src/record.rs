@@ -35,6 +35,8 @@ pub struct Record<'a> {
     pub change_index: u32,
     pub item_index: u32,
     pub fact: F,
+    /// The customer's country (ISO 3166-1 alpha-2), or "" when unknown.
+    pub customer_country: Cow<'a, str>,
 }
 
 /// Field numbers of `AuditRecord` (see `audit.proto`).
@@ -58,6 +60,7 @@ mod tag {
     pub const CHANGE_INDEX: u32 = 18;
     pub const ITEM_INDEX: u32 = 19;
     pub const SEALED: u32 = 40;
+    pub const CUSTOMER_COUNTRY: u32 = 41;
 }
 
 /// A protobuf varint.
@@ -217,6 +220,7 @@ impl Record<'_> {
         if let Some(s) = sealed {
             message::encode(tag::SEALED, s, buf);
         }
+        bytes(tag::CUSTOMER_COUNTRY, self.customer_country.as_bytes(), buf);
     }
 
     /// The equivalent owned `AuditRecord`, built in full.
@@ -242,6 +246,7 @@ impl Record<'_> {
             item_index: self.item_index,
             fact: Some(self.fact.clone()),
             sealed,
+            customer_country: self.customer_country.clone().into_owned(),
         }
     }
 }
@@ -372,6 +377,7 @@ mod tests {
                             ephemeral: n < 0,
                         })
                     },
+                    customer_country: Cow::Borrowed(if n % 3 == 0 { "" } else { "GB" }),
                 };
                 assert_eq!(
                     record.encode(None),
