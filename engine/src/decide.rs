@@ -2,6 +2,7 @@
 //! changes it, and returns the facts an input produces.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use twinlog_proto::v1::{
@@ -14,6 +15,7 @@ use twinlog_proto::v1::{
     UnknownRecorded, WebhookErrorsRecorded,
 };
 
+use crate::country::{self, Country};
 use crate::state::best_rank;
 use crate::{
     domain, status_rank, Config, Fact, Input, PersonalContent, Record, Rejection, Sealable, State,
@@ -36,7 +38,7 @@ pub fn decide<'a, T: Tagger>(
         return Err(Rejection::new("missing_kind", "the event has no kind"));
     };
     let cx = Cx::new(state, config, tagger, input);
-    match kind {
+    let decided = || match kind {
         Kind::Tick(tick) => Ok(cx.tick(tick.now_ms)),
         Kind::AccountUpdate(a) => cx.account_update(a),
         Kind::Unknown(_) | Kind::WebhookErrors(_) => cx.unattributed(kind),
@@ -84,7 +86,12 @@ pub fn decide<'a, T: Tagger>(
             Ok(Step::Append(vec![fact]))
         }
         Kind::ContactSync(c) => cx.contact_sync(c),
+    };
+    let mut step = decided()?;
+    if let Step::Append(facts) = &mut step {
+        cx.fill_countries(facts);
     }
+    Ok(step)
 }
 
 /// The record of a refused input: the refusal itself is evidence. Its
@@ -159,7 +166,7 @@ pub fn decide_forget<'a>(
         entry_index: 0,
         change_index: 0,
         item_index: 0,
-        customer_country: Cow::Borrowed(""),
+        customer_country: None,
         fact: F::CustomerErased(CustomerErased {
             customer: customer.to_vec(),
             reason: "forget".to_string(),
@@ -203,6 +210,8 @@ struct Cx<'s, 'a, T> {
     config: &'s Config,
     tagger: &'s T,
     input: Input<'a>,
+    /// The countries of the customers this input resolved, in order.
+    countries: RefCell<Vec<(Tag, Country)>>,
 }
 
 /// Who a customer is and what identity facts this input teaches.
@@ -218,6 +227,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
             config,
             tagger,
             input,
+            countries: RefCell::new(Vec::new()),
         }
     }
 
@@ -335,6 +345,16 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 links: Vec::new(),
             };
         };
+        let country = (!phone.is_empty())
+            .then(|| self.tagger.country(phone))
+            .flatten()
+            .or_else(|| country::of_bsuid(bsuid));
+        if let Some(country) = country {
+            let mut countries = self.countries.borrow_mut();
+            if !countries.iter().any(|(c, _)| *c == customer) {
+                countries.push((customer, country));
+            }
+        }
         let mut links = Vec::new();
         for (tag, known, kind) in [
             (bsuid_tag, bsuid_known, IdentityKind::Bsuid),
@@ -359,6 +379,23 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
     fn resolve_envelope(&self) -> Resolved {
         let id = self.identity();
         self.resolve(&id.phone, &id.bsuid, &BTreeMap::new())
+    }
+
+    /// Gives each fact the country of its customer, as this input resolved
+    /// it (the first country found for a customer wins).
+    fn fill_countries(&self, facts: &mut [Fact<'a>]) {
+        let countries = self.countries.borrow();
+        if countries.is_empty() {
+            return;
+        }
+        for f in facts {
+            if let Some(customer) = f.record.customer {
+                f.record.customer_country = countries
+                    .iter()
+                    .find(|(c, _)| *c == customer)
+                    .map(|(_, country)| *country);
+            }
+        }
     }
 
     /// A clear record with the envelope's fields filled in.
@@ -392,7 +429,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 change_index: e.change_index,
                 item_index: e.item_index,
                 fact,
-                customer_country: Cow::Borrowed(""),
+                customer_country: None,
             },
             personal,
         }

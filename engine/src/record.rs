@@ -9,7 +9,7 @@ use twinlog_proto::v1::{
     audit_record::Fact as F, AuditRecord, IdentityLink, MessageRecorded, Sealed, Source,
 };
 
-use crate::Tag;
+use crate::{country, Country, Tag};
 
 /// The clear part of an [`AuditRecord`], borrowing the input's strings.
 /// [`Record::encode`] gives exactly the bytes of
@@ -35,8 +35,8 @@ pub struct Record<'a> {
     pub change_index: u32,
     pub item_index: u32,
     pub fact: F,
-    /// The customer's country (ISO 3166-1 alpha-2), or "" when unknown.
-    pub customer_country: Cow<'a, str>,
+    /// The customer's country, when known.
+    pub customer_country: Option<Country>,
 }
 
 /// Field numbers of `AuditRecord` (see `audit.proto`).
@@ -220,7 +220,9 @@ impl Record<'_> {
         if let Some(s) = sealed {
             message::encode(tag::SEALED, s, buf);
         }
-        bytes(tag::CUSTOMER_COUNTRY, self.customer_country.as_bytes(), buf);
+        if let Some(c) = &self.customer_country {
+            bytes(tag::CUSTOMER_COUNTRY, c, buf);
+        }
     }
 
     /// The equivalent owned `AuditRecord`, built in full.
@@ -246,7 +248,11 @@ impl Record<'_> {
             item_index: self.item_index,
             fact: Some(self.fact.clone()),
             sealed,
-            customer_country: self.customer_country.clone().into_owned(),
+            customer_country: self
+                .customer_country
+                .as_ref()
+                .map(|c| country::as_str(c).to_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -377,7 +383,7 @@ mod tests {
                             ephemeral: n < 0,
                         })
                     },
-                    customer_country: Cow::Borrowed(if n % 3 == 0 { "" } else { "GB" }),
+                    customer_country: (n % 3 != 0).then_some(*b"GB"),
                 };
                 assert_eq!(
                     record.encode(None),

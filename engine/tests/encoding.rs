@@ -194,7 +194,7 @@ fn the_bytes_of_every_fact_are_pinned() {
         .map(|b| format!("{b:02x}"))
         .collect();
     expect_test::expect![
-        "500 facts fb3e71903d760fd87d40a3e76ff25409880f91e727f56e7c65b7177a71bc70f0"
+        "500 facts d3d035ba2d7eccd31f61a85520a2e402504062c40911b1002f1b7f0e9d6ff837"
     ]
     .assert_eq(&format!("{facts} facts {hex}"));
 }
