@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("twinlog/v1/events.proto"),
         root.join("twinlog/v1/audit.proto"),
+        root.join("twinlog/v1/views.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
