@@ -438,6 +438,38 @@ impl AuditLog {
         if !signed_note::is_key_name_valid(&origin) {
             return Err(LogError::InvalidOrigin { origin });
         }
+        let (skey, vkey) = signed_note::generate_key(&mut rand_core::OsRng, &origin);
+        Self::create_with(dir, origin, &skey, vkey)
+    }
+
+    /// Creates a new, empty log in `dir` (as [`AuditLog::create`]) that signs
+    /// with an existing C2SP Ed25519 signer key (`PRIVATE+KEY+<origin>+...`,
+    /// as [`AuditLog::signer_key`] returns it): the origin is the key's name.
+    /// This is how a log is restored elsewhere: same origin, same verifier key.
+    pub fn create_with_signer_key(dir: &Path, signer_key: &str) -> Result<AuditLog, LogError> {
+        let key_error = |reason: &str| LogError::SigningKey {
+            path: dir.join(KEYS_DIR).join(SIGNING_KEY_FILE),
+            reason: reason.to_owned(),
+        };
+        let vkey = verifier_key_of(signer_key)
+            .ok_or_else(|| key_error("it is not a C2SP Ed25519 signer key"))?;
+        let origin = signer_key
+            .split('+')
+            .nth(2)
+            .ok_or_else(|| key_error("it has no key name"))?
+            .to_owned();
+        if !signed_note::is_key_name_valid(&origin) {
+            return Err(LogError::InvalidOrigin { origin });
+        }
+        Self::create_with(dir, origin, signer_key, vkey)
+    }
+
+    fn create_with(
+        dir: &Path,
+        origin: String,
+        skey: &str,
+        vkey: String,
+    ) -> Result<AuditLog, LogError> {
         if dir.join(LOG_JSON).exists() {
             return Err(LogError::AlreadyExists {
                 dir: dir.to_path_buf(),
@@ -455,10 +487,9 @@ impl AuditLog {
 
         let keys_dir = dir.join(KEYS_DIR);
         create_private_dir(&keys_dir)?;
-        let (skey, vkey) = signed_note::generate_key(&mut rand_core::OsRng, &origin);
         let key_path = keys_dir.join(SIGNING_KEY_FILE);
         write_private_file(&key_path, format!("{skey}\n").as_bytes())?;
-        let signer = StandardSigner::new(&skey).map_err(|e| LogError::SigningKey {
+        let signer = StandardSigner::new(skey).map_err(|e| LogError::SigningKey {
             path: key_path.clone(),
             reason: e.to_string(),
         })?;
@@ -624,6 +655,15 @@ impl AuditLog {
     /// The origin, which is also the signing key's name.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The C2SP signer key (`PRIVATE+KEY+<origin>+<id>+<base64>`), read
+    /// from `DIR/keys/signing.key`: a secret, for the caller that keeps a
+    /// wrapped copy elsewhere (the engine's keys topic). Never log it.
+    pub fn signer_key(&self) -> Result<String, LogError> {
+        let path = self.dir.join(KEYS_DIR).join(SIGNING_KEY_FILE);
+        let skey = fs::read_to_string(&path).map_err(io_error("read", &path))?;
+        Ok(skey.trim_end().to_owned())
     }
 
     /// The C2SP verifier key of the checkpoints: `<name>+<hex key id>+<base64 key>`.

@@ -7,9 +7,10 @@
 //! partition count. [`KafkaBus::create_topics`] creates them
 //! (`retention.ms=-1`, `cleanup.policy=delete`,
 //! `message.timestamp.type=CreateTime`, `max.message.bytes` =
-//! [`MESSAGE_BYTES_MAX`], the broker's default replication factor);
-//! [`KafkaBus::connect`] refuses to start unless all six exist with one
-//! partition count.
+//! [`MESSAGE_BYTES_MAX`], the broker's default replication factor), and
+//! the compacted keys topic `PREFIX` + `keys` ([`crate::keys`]) with the
+//! same partition count; [`KafkaBus::connect`] refuses to start unless all
+//! seven exist with one partition count.
 //!
 //! # Writes
 //!
@@ -78,7 +79,7 @@ pub const POOLED_CONSUMERS_MAX: usize = 64;
 pub const POOLED_CONSUMERS_PER_PARTITION_MAX: usize = 4;
 
 /// How long metadata and watermark requests may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`KafkaBus::create_topics`] waits for new topics to have
 /// leaders.
@@ -128,14 +129,8 @@ impl KafkaBus {
     /// [`BusError::TopicPartitionsDiffer`] otherwise.
     pub async fn connect(bootstrap: &str, prefix: &str) -> Result<KafkaBus, BusError> {
         let names: [String; 6] = Topic::ALL.map(|t| t.name(prefix));
-        let meta = Arc::new(
-            reader_config(bootstrap)
-                .create::<BaseConsumer>()
-                .map_err(|e| {
-                    BusError::kafka(format!("create a metadata client for {bootstrap}"), e)
-                })?,
-        );
-        let partitions = match topic_partitions(&meta, bootstrap, &names).await {
+        let meta = metadata_client(bootstrap)?;
+        let partitions = match topic_partitions(&meta, bootstrap, &checked_names(prefix)).await {
             Ok(p) => p,
             Err(e) => {
                 dispose(vec![Client::Consumer(meta)], "metadata client");
@@ -198,6 +193,7 @@ impl KafkaBus {
             .create()
             .map_err(|e| BusError::kafka(format!("create an admin client for {bootstrap}"), e))?;
         let max_message_bytes = MESSAGE_BYTES_MAX.to_string();
+        let keys_name = crate::keys::keys_topic_name(prefix);
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|name| {
@@ -208,6 +204,7 @@ impl KafkaBus {
                     .set("message.timestamp.type", "CreateTime")
                     .set("max.message.bytes", &max_message_bytes)
             })
+            .chain([crate::keys::new_keys_topic(&keys_name, count)])
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(TOPICS_READY_TIMEOUT));
         let results = admin.create_topics(&topics, &options).await;
@@ -231,17 +228,11 @@ impl KafkaBus {
             }
         }
         // Wait until the new topics have leaders everywhere.
-        let meta = Arc::new(
-            reader_config(bootstrap)
-                .create::<BaseConsumer>()
-                .map_err(|e| {
-                    BusError::kafka(format!("create a metadata client for {bootstrap}"), e)
-                })?,
-        );
+        let meta = metadata_client(bootstrap)?;
         let deadline = Instant::now() + TOPICS_READY_TIMEOUT;
         let outcome = loop {
-            match topics_ready(&meta, bootstrap, &names).await {
-                Ok(true) => break all_watermarks(&meta, bootstrap, &names).await,
+            match topics_ready(&meta, bootstrap, &checked_names(prefix)).await {
+                Ok(true) => break all_watermarks(&meta, bootstrap, &names, prefix).await,
                 Ok(false) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
@@ -629,7 +620,7 @@ fn high_watermark(
 }
 
 /// True for errors a leader election or a new topic's start-up causes.
-fn is_transient(e: &KafkaError) -> bool {
+pub(crate) fn is_transient(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(
@@ -687,12 +678,30 @@ impl Pool {
     }
 }
 
-/// The partition count of the six topics, which must all exist with the
+/// A client for metadata and watermark requests.
+pub(crate) fn metadata_client(bootstrap: &str) -> Result<Arc<BaseConsumer>, BusError> {
+    reader_config(bootstrap)
+        .create::<BaseConsumer>()
+        .map(Arc::new)
+        .map_err(|e| BusError::kafka(format!("create a metadata client for {bootstrap}"), e))
+}
+
+/// The topics a service checks at start: the six bus topics and the keys
+/// topic.
+fn checked_names(prefix: &str) -> Vec<String> {
+    Topic::ALL
+        .iter()
+        .map(|t| t.name(prefix))
+        .chain([crate::keys::keys_topic_name(prefix)])
+        .collect()
+}
+
+/// The partition count of the topics `names`, which must all exist with the
 /// same count. Asks the broker in `spawn_blocking`.
 async fn topic_partitions(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
-    names: &[String; 6],
+    names: &[String],
 ) -> Result<u32, BusError> {
     let counts = topic_counts(meta, bootstrap).await?;
     let mut missing = Vec::new();
@@ -732,8 +741,9 @@ async fn all_watermarks(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
     names: &[String; 6],
+    prefix: &str,
 ) -> Result<(), BusError> {
-    let partitions = topic_partitions(meta, bootstrap, names).await?;
+    let partitions = topic_partitions(meta, bootstrap, &checked_names(prefix)).await?;
     let meta = Arc::clone(meta);
     let names = names.clone();
     tokio::task::spawn_blocking(move || {
@@ -758,7 +768,7 @@ async fn all_watermarks(
 async fn topics_ready(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
-    names: &[String; 6],
+    names: &[String],
 ) -> Result<bool, BusError> {
     let counts = topic_counts(meta, bootstrap).await?;
     Ok(names
@@ -768,7 +778,7 @@ async fn topics_ready(
 
 /// Every topic's partition count, and whether all its partitions have a
 /// leader.
-async fn topic_counts(
+pub(crate) async fn topic_counts(
     meta: &Arc<BaseConsumer>,
     bootstrap: &str,
 ) -> Result<HashMap<String, (u32, bool)>, BusError> {
@@ -796,7 +806,7 @@ async fn topic_counts(
     .map_err(|_| BusError::Closed)?
 }
 
-fn producer_config(bootstrap: &str) -> ClientConfig {
+pub(crate) fn producer_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -821,7 +831,7 @@ fn producer_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
-fn reader_config(bootstrap: &str) -> ClientConfig {
+pub(crate) fn reader_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -848,7 +858,7 @@ fn reader_config(bootstrap: &str) -> ClientConfig {
 }
 
 /// An rdkafka client to destroy off the async runtime.
-enum Client {
+pub(crate) enum Client {
     Producer(FutureProducer),
     Consumer(Arc<BaseConsumer>),
     Reader(BaseConsumer),
@@ -860,7 +870,7 @@ const DISPOSE_WARN_AFTER: Duration = Duration::from_secs(10);
 
 /// Destroys `clients` on a new OS thread (never on a tokio worker: see the
 /// module documentation). The receiver gets `()` when they are gone.
-fn dispose(clients: Vec<Client>, what: &'static str) -> std::sync::mpsc::Receiver<()> {
+pub(crate) fn dispose(clients: Vec<Client>, what: &'static str) -> std::sync::mpsc::Receiver<()> {
     let (done, finished) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("twinlog-kafka-drop".to_owned())

@@ -5,8 +5,10 @@
 //! partitioner), the limits every implementation enforces, the embedded
 //! implementation ([`EmbeddedBus`], an in-process durable log on sled) and,
 //! behind the `conformance` feature, the test suite that every
-//! implementation must pass (`conformance`). It knows nothing of what a
-//! payload means: records are opaque bytes with a key and a timestamp.
+//! implementation must pass (`conformance`), and on Kafka the compacted
+//! keys topic ([`keys`]) where engines keep shards' wrapped key material.
+//! It knows nothing of what a payload means: records are opaque bytes with
+//! a key and a timestamp.
 //!
 //! **Invariant:** a position returned by [`Bus::publish`] is durable: the
 //! record is fsynced (embedded) or acknowledged by every in-sync replica
@@ -31,6 +33,7 @@ pub mod embedded;
 mod error;
 pub mod group;
 pub mod kafka;
+pub mod keys;
 mod partition;
 mod topic;
 
@@ -41,6 +44,7 @@ pub use embedded::{EmbeddedBus, EmbeddedConfig, EmbeddedStats};
 pub use error::BusError;
 pub use group::{GroupEvent, Membership};
 pub use kafka::KafkaBus;
+pub use keys::KeysTopic;
 pub use partition::{key_for_partition, murmur2, partition_for};
 pub use topic::{Topic, DEFAULT_TOPIC_PREFIX};
 

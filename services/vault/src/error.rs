@@ -57,6 +57,31 @@ pub enum VaultError {
     /// A counter (kek id, key generation, ratchet index) would overflow.
     #[error("vault {0} counter overflowed")]
     Overflow(&'static str),
+    /// The master key file of the keys topic is missing or malformed.
+    #[error("master key file {path}: {reason}")]
+    MasterKey { path: PathBuf, reason: String },
+    /// A keys-topic entry was wrapped under another master key.
+    #[error(
+        "keys topic entry {entry} is wrapped under master key {found}, but the configured master \
+         key is {configured}: configure the master key file the engines that wrote it used \
+         (--master-key-file / TWINLOG_MASTER_KEY_FILE)"
+    )]
+    WrongMasterKey {
+        entry: String,
+        found: String,
+        configured: String,
+    },
+    /// A keys-topic entry failed authentication under the master key.
+    #[error(
+        "keys topic entry {0} failed authentication under the master key: it was altered or moved"
+    )]
+    EscrowTampered(String),
+    /// A keys-topic entry is not what this crate writes.
+    #[error("keys topic entry {entry} is corrupt: {reason}")]
+    EscrowCorrupt { entry: String, reason: &'static str },
+    /// The key material read back lacks a part a vault needs.
+    #[error("the key material of the keys topic has no {0}")]
+    EscrowIncomplete(&'static str),
     /// A test hook stopped an operation half-way, as a crash would.
     #[doc(hidden)]
     #[error("vault simulated a crash at {0:?}")]

@@ -2,7 +2,8 @@
 //! pseudonym key behind the tags that records carry instead of personal values,
 //! the per-customer keys that seal personal content before a record is hashed
 //! into the Merkle tree, the forward-secure ratchet those keys come from, and
-//! the key-encryption key (KEK) that wraps all of them at rest. It also owns
+//! the key-encryption key (KEK) that wraps all of them at rest, and the
+//! format in which they are escrowed under a master key. It also owns
 //! crypto-shredding: [`Vault::forget`] destroys a customer's key so that the
 //! customer's sealed content can never be read again, while the records that
 //! carry it still verify.
@@ -90,11 +91,23 @@
 //! [`Vault::open`] completes a rotation that a crash interrupted (two valid
 //! slots: resume at 3), and starts one if `meta/shred-pending` is present.
 //!
+//! # Escrow
+//!
+//! So that another machine can restore a log, the key material also leaves
+//! the vault, wrapped under a master key ([`escrow`]): with change tracking
+//! on ([`Vault::track_changes`]), [`Vault::take_changes`] returns the new
+//! customer keys, ratchet states and forgets since the last call (the first
+//! call, everything: [`Vault::export`]), and [`Vault::restore`] creates a
+//! vault, under a new KEK, that seals and opens exactly as the original.
+//! Only the ratchet's latest state is ever handed out; a forgotten key
+//! leaves as a tombstone.
+//!
 //! [`Sealed`]: twinlog_proto::v1::Sealed
 
 #![cfg(unix)]
 
 mod error;
+pub mod escrow;
 mod kek;
 mod pseudonym;
 
@@ -112,6 +125,7 @@ use twinlog_proto::v1::Sealed;
 use zeroize::Zeroizing;
 
 pub use error::VaultError;
+pub use escrow::{EscrowEntry, KeyMaterial, MasterKey};
 pub use kek::{KEK_FILE_MODE, KEK_FILE_NAME, KEYS_DIR_MODE};
 pub use pseudonym::{Pseudonymizer, Tag};
 
@@ -188,6 +202,34 @@ pub struct Vault {
     ratchet: Ratchet,
     cache: Mutex<KeyCache>,
     crash_at: Option<CrashPoint>,
+    /// Key material changed since the last [`Vault::take_changes`], when
+    /// tracking is on.
+    changes: Option<Changes>,
+}
+
+/// What changed since the last [`Vault::take_changes`]: the latest ratchet
+/// state, then the keys and forgets in order. Bounded by
+/// [`escrow::CHANGES_MAX`]; past it, `snapshot` asks for everything.
+#[derive(Default)]
+struct Changes {
+    ratchet: Option<(u64, Zeroizing<[u8; 32]>)>,
+    entries: Vec<EscrowEntry>,
+    snapshot: bool,
+}
+
+impl Changes {
+    fn push(&mut self, entry: EscrowEntry) {
+        if self.snapshot {
+            return;
+        }
+        if self.entries.len() >= escrow::CHANGES_MAX {
+            self.entries.clear();
+            self.ratchet = None;
+            self.snapshot = true;
+            return;
+        }
+        self.entries.push(entry);
+    }
 }
 
 /// A customer key and its generation.
@@ -459,58 +501,12 @@ impl Vault {
         tree: sled::Tree,
         seed: &[u8; 32],
     ) -> Result<Vault, VaultError> {
-        if !tree.is_empty() {
-            return Err(VaultError::TreeNotEmpty);
-        }
-        let s0 = hkdf32(seed, Some(SEED_SALT), INFO_RATCHET_0);
-        let pseudonym_key = hkdf32(seed, Some(SEED_SALT), INFO_PSEUDONYM);
-        let kek = random_kek(1, 0);
-        let kek_file = KekFile::create(keys_dir, &kek)?;
-        let kek_cipher = cipher_of(&kek.key);
-
-        let mut ratchet_plain = Zeroizing::new([0u8; 40]);
-        ratchet_plain[8..].copy_from_slice(&s0[..]);
-        let mut batch = sled::Batch::default();
-        batch.insert(K_FORMAT, &[FORMAT]);
-        batch.insert(
-            K_PSEUDONYM,
-            wrap(
-                &mut OsRng,
-                &kek_cipher,
-                kek.id,
-                K_PSEUDONYM,
-                &[],
-                &pseudonym_key[..],
-            )?,
-        );
-        batch.insert(
-            K_RATCHET,
-            wrap(
-                &mut OsRng,
-                &kek_cipher,
-                kek.id,
-                K_RATCHET,
-                &[],
-                &ratchet_plain[..],
-            )?,
-        );
-        tree.apply_batch(batch)?;
-        tree.flush()?;
-
-        Ok(Vault {
-            tree,
-            kek_file,
-            kek,
-            kek_cipher,
-            pending_kek: None,
-            pseudonymizer: Pseudonymizer::new(*pseudonym_key),
-            ratchet: Ratchet {
-                index: 0,
-                state: s0,
-            },
-            cache: Mutex::new(KeyCache::default()),
-            crash_at: None,
-        })
+        let material = KeyMaterial {
+            pseudonym: Some(hkdf32(seed, Some(SEED_SALT), INFO_PSEUDONYM)),
+            ratchet: Some((0, hkdf32(seed, Some(SEED_SALT), INFO_RATCHET_0))),
+            ..KeyMaterial::default()
+        };
+        Self::restore(keys_dir, tree, &material)
     }
 
     /// Opens an existing vault. Completes a KEK rotation that a crash
@@ -564,16 +560,13 @@ impl Vault {
             },
             cache: Mutex::new(KeyCache::default()),
             crash_at: None,
+            changes: None,
         };
         if vault.pending_kek.is_some() || vault.tree.contains_key(K_SHRED_PENDING)? {
             vault.rotate_kek()?;
         }
 
-        let (_, pk) = vault.unwrap_entry(K_PSEUDONYM, 0)?;
-        let pk: [u8; 32] = pk[..]
-            .try_into()
-            .map_err(|_| corrupt(K_PSEUDONYM, "pseudonym key is not 32 bytes"))?;
-        vault.pseudonymizer = Pseudonymizer::new(pk);
+        vault.pseudonymizer = Pseudonymizer::new(*vault.pseudonym_key()?);
         let (_, rs) = vault.unwrap_entry(K_RATCHET, 0)?;
         if rs.len() != 40 {
             return Err(corrupt(K_RATCHET, "ratchet state is not 40 bytes"));
@@ -685,6 +678,7 @@ impl Vault {
             self.tree
                 .insert(prefixed(P_FORGOTTEN, customer), &0u32.to_be_bytes())?;
             self.tree.flush()?;
+            self.record_forget(customer, 0);
             return Ok(ForgetOutcome::NeverKeyed);
         };
         let generation = u32_of(&key_key, parse_wrapped(&key_key, &value, 4)?.clear)?;
@@ -698,9 +692,166 @@ impl Vault {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(customer);
         self.tree.flush()?;
+        self.record_forget(customer, generation);
         crash(self.crash_at, CrashPoint::AfterTombstone)?;
         self.rotate_kek()?;
         Ok(ForgetOutcome::Forgotten { generation })
+    }
+
+    fn record_forget(&mut self, customer: &Tag, generation: u32) {
+        if let Some(changes) = &mut self.changes {
+            changes.push(EscrowEntry::Forgotten {
+                customer: *customer,
+                generation,
+            });
+        }
+    }
+
+    /// Turns change tracking on, for key escrow: from now on the vault
+    /// remembers every new customer key, ratchet step and forget until
+    /// [`Vault::take_changes`]. The first take returns a full snapshot.
+    pub fn track_changes(&mut self) {
+        self.changes = Some(Changes {
+            snapshot: true,
+            ..Changes::default()
+        });
+    }
+
+    /// The key material changed since the last call (or everything, see
+    /// [`Vault::track_changes`]): the ratchet state first, then customer
+    /// keys and forgets in the order they happened. Empty when tracking is
+    /// off. What it returns must reach the escrow before any record sealed
+    /// under it is published.
+    pub fn take_changes(&mut self) -> Result<Vec<EscrowEntry>, VaultError> {
+        let Some(changes) = self.changes.take() else {
+            return Ok(Vec::new());
+        };
+        self.changes = Some(Changes::default());
+        if changes.snapshot {
+            return self.export().inspect_err(|_| {
+                // Keep asking for the snapshot until one is taken.
+                self.changes = Some(Changes {
+                    snapshot: true,
+                    ..Changes::default()
+                });
+            });
+        }
+        let mut out = Vec::with_capacity(changes.entries.len() + 1);
+        if let Some((index, state)) = changes.ratchet {
+            out.push(EscrowEntry::Ratchet { index, state });
+        }
+        out.extend(changes.entries);
+        Ok(out)
+    }
+
+    /// All the key material, unwrapped: the ratchet state, the pseudonym
+    /// key, every live customer key and every tombstone. Secret: for the
+    /// escrow only.
+    pub fn export(&self) -> Result<Vec<EscrowEntry>, VaultError> {
+        let mut out = vec![
+            EscrowEntry::Ratchet {
+                index: self.ratchet.index,
+                state: self.ratchet.state.clone(),
+            },
+            EscrowEntry::Pseudonym(self.pseudonym_key()?),
+        ];
+        for item in self.tree.scan_prefix(P_KEY) {
+            let (k, _) = item?;
+            let customer: Tag = k[P_KEY.len()..]
+                .try_into()
+                .map_err(|_| corrupt(&k, "customer tag is not 16 bytes"))?;
+            if let Some((generation, key)) = self.load_live_key(&customer)? {
+                out.push(EscrowEntry::Key {
+                    customer,
+                    generation,
+                    key,
+                });
+            }
+        }
+        for customer in self.forgotten()? {
+            if let Some(generation) = self.tombstone(&customer)? {
+                out.push(EscrowEntry::Forgotten {
+                    customer,
+                    generation,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn pseudonym_key(&self) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        let (_, pk) = self.unwrap_entry(K_PSEUDONYM, 0)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        if pk.len() != 32 {
+            return Err(corrupt(K_PSEUDONYM, "pseudonym key is not 32 bytes"));
+        }
+        key.copy_from_slice(&pk);
+        Ok(key)
+    }
+
+    /// Creates a vault (a new KEK file in `keys_dir`, the empty `tree`) that
+    /// holds `material`: the same pseudonym key, ratchet state, live keys
+    /// and tombstones, so it seals and opens exactly as the vault the
+    /// material came from. Flushes `tree`.
+    pub fn restore(
+        keys_dir: &Path,
+        tree: sled::Tree,
+        material: &KeyMaterial,
+    ) -> Result<Vault, VaultError> {
+        if !tree.is_empty() {
+            return Err(VaultError::TreeNotEmpty);
+        }
+        let pseudonym_key = material
+            .pseudonym
+            .as_ref()
+            .ok_or(VaultError::EscrowIncomplete("pseudonym key"))?;
+        let (index, state) = material
+            .ratchet
+            .as_ref()
+            .ok_or(VaultError::EscrowIncomplete("ratchet state"))?;
+        let kek = random_kek(1, 0);
+        let kek_file = KekFile::create(keys_dir, &kek)?;
+        let kek_cipher = cipher_of(&kek.key);
+        let mut rng = OsRng;
+        let mut ratchet_plain = Zeroizing::new([0u8; 40]);
+        ratchet_plain[..8].copy_from_slice(&index.to_be_bytes());
+        ratchet_plain[8..].copy_from_slice(&state[..]);
+        let mut batch = sled::Batch::default();
+        batch.insert(K_FORMAT, &[FORMAT]);
+        let mut put = |tree_key: Vec<u8>, clear: &[u8], plain: &[u8]| -> Result<(), VaultError> {
+            let value = wrap(&mut rng, &kek_cipher, kek.id, &tree_key, clear, plain)?;
+            batch.insert(tree_key, value);
+            Ok(())
+        };
+        put(K_PSEUDONYM.to_vec(), &[], &pseudonym_key[..])?;
+        put(K_RATCHET.to_vec(), &[], &ratchet_plain[..])?;
+        for (customer, (generation, key)) in &material.keys {
+            put(
+                prefixed(P_KEY, customer),
+                &generation.to_be_bytes(),
+                &key[..],
+            )?;
+        }
+        for (customer, generation) in &material.forgotten {
+            batch.insert(prefixed(P_FORGOTTEN, customer), &generation.to_be_bytes());
+        }
+        tree.apply_batch(batch)?;
+        tree.flush()?;
+        Ok(Vault {
+            tree,
+            kek_file,
+            kek,
+            kek_cipher,
+            pending_kek: None,
+            pseudonymizer: Pseudonymizer::new(**pseudonym_key),
+            ratchet: Ratchet {
+                index: *index,
+                state: state.clone(),
+            },
+            cache: Mutex::new(KeyCache::default()),
+            crash_at: None,
+            changes: None,
+        })
     }
 
     /// Whether `forget` was ever called for this customer (even if content
@@ -849,6 +1000,14 @@ impl Vault {
             )?,
         );
         self.tree.apply_batch(batch)?;
+        if let Some(changes) = &mut self.changes {
+            changes.ratchet = Some((index, next.clone()));
+            changes.push(EscrowEntry::Key {
+                customer: *customer,
+                generation,
+                key: key.clone(),
+            });
+        }
         // The old state is zeroized as it is dropped here.
         self.ratchet = Ratchet { index, state: next };
         Ok((generation, key))

@@ -74,3 +74,28 @@ fn a_checkpoint_fails_with_another_key_or_a_changed_text() {
     assert!(matches!(err, CheckpointError::Signature { .. }), "{err}");
     assert!(verify_checkpoint(&note, "not a key").is_err());
 }
+
+#[test]
+fn a_log_created_with_another_logs_signer_key_has_its_origin_and_signs_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = new_log(dir.path(), 12, 5);
+    let skey = original.signer_key().unwrap();
+    assert!(skey.starts_with(&format!("PRIVATE+KEY+{}+", original.origin())));
+
+    let mut copy = AuditLog::create_with_signer_key(&dir.path().join("copy"), &skey).unwrap();
+    assert_eq!(copy.origin(), original.origin());
+    assert_eq!(copy.verifier_key(), original.verifier_key());
+    append_records(&mut copy, 12, 12);
+    assert_eq!(copy.root(12).unwrap(), original.root(12).unwrap());
+    // The copy's checkpoints verify under the original's verifier key.
+    let info = verify_checkpoint(&copy.checkpoint().unwrap(), original.verifier_key()).unwrap();
+    assert_eq!(info.tree_size, 12);
+    assert_eq!(info.root_hash, original.root(12).unwrap());
+    drop(copy);
+    let reopened = AuditLog::open(&dir.path().join("copy")).unwrap();
+    assert_eq!(reopened.verifier_key(), original.verifier_key());
+
+    let e = AuditLog::create_with_signer_key(&dir.path().join("bad"), "PRIVATE+KEY+x+1+AAAA")
+        .unwrap_err();
+    assert!(e.to_string().contains("signer key"), "{e}");
+}

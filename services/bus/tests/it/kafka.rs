@@ -16,7 +16,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use twinlog_bus::conformance as c;
 use twinlog_bus::conformance::broker::{bootstrap, prefix, repo_root};
-use twinlog_bus::{partition_for, Bus, BusError, KafkaBus, OutRecord, Topic};
+use twinlog_bus::keys::keys_topic_name;
+use twinlog_bus::{partition_for, Bus, BusError, KafkaBus, KeysTopic, OutRecord, Topic};
 
 use crate::open;
 
@@ -99,15 +100,28 @@ async fn run_all_on_one_bus() {
 
 /// Creates topics `prefix` + suffix with the given partition counts.
 async fn create_raw(prefix: &str, topics: &[(Topic, i32)]) {
+    let named: Vec<(String, i32)> = topics.iter().map(|(t, n)| (t.name(prefix), *n)).collect();
+    create_named(&named, "delete").await;
+}
+
+/// Creates the keys topic under `prefix` with `partitions` partitions and
+/// the cleanup policy `policy`.
+async fn create_keys_raw(prefix: &str, partitions: i32, policy: &str) {
+    create_named(&[(keys_topic_name(prefix), partitions)], policy).await;
+}
+
+/// Creates topics by name, with their partition counts and a cleanup policy.
+async fn create_named(topics: &[(String, i32)], policy: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .create()
         .expect("admin client");
-    let names: Vec<String> = topics.iter().map(|(t, _)| t.name(prefix)).collect();
-    let new: Vec<NewTopic<'_>> = names
+    let names: Vec<String> = topics.iter().map(|(name, _)| name.clone()).collect();
+    let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .zip(topics)
-        .map(|(name, (_, n))| NewTopic::new(name, *n, TopicReplication::Fixed(1)))
+        .map(|(name, n)| {
+            NewTopic::new(name, *n, TopicReplication::Fixed(1)).set("cleanup.policy", policy)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for r in admin.create_topics(&new, &options).await.expect("create") {
@@ -154,7 +168,7 @@ async fn connect_fails_clearly_when_topics_are_missing() {
         .err()
         .expect("no topics: connect fails");
     assert!(
-        matches!(&e, BusError::TopicsMissing { missing, .. } if missing.len() == 6),
+        matches!(&e, BusError::TopicsMissing { missing, .. } if missing.len() == 7),
         "{e}"
     );
     let text = e.to_string();
@@ -164,7 +178,7 @@ async fn connect_fails_clearly_when_topics_are_missing() {
     );
     assert!(text.contains(&Topic::Sync.name(&prefix)), "{text}");
 
-    // Five of six.
+    // Five of six, and no keys topic.
     let five: Vec<(Topic, i32)> = Topic::ALL[..5].iter().map(|t| (*t, 4)).collect();
     create_raw(&prefix, &five).await;
     let e = KafkaBus::connect(bootstrap(), &prefix)
@@ -172,11 +186,83 @@ async fn connect_fails_clearly_when_topics_are_missing() {
         .err()
         .expect("one topic missing: connect fails");
     match &e {
-        BusError::TopicsMissing { missing, .. } => {
-            assert_eq!(missing, &[Topic::Audit.name(&prefix)], "{e}")
-        }
+        BusError::TopicsMissing { missing, .. } => assert_eq!(
+            missing,
+            &[Topic::Audit.name(&prefix), keys_topic_name(&prefix)],
+            "{e}"
+        ),
         other => panic!("expected TopicsMissing, got {other}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_topic_keeps_the_last_value_of_each_key_per_shard() {
+    let bus = fresh().await;
+    let keys = KeysTopic::connect(bootstrap(), bus.prefix())
+        .await
+        .expect("connect the keys topic");
+    assert_eq!(keys.partitions(), PARTITIONS);
+    let entry =
+        |k: &str, v: Option<&str>| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()));
+    keys.publish(
+        1,
+        vec![
+            entry("1/ratchet", Some("r1")),
+            entry("1/key/aa", Some("k-aa")),
+            entry("1/key/bb", Some("k-bb")),
+        ],
+    )
+    .await
+    .expect("publish");
+    keys.publish(
+        1,
+        vec![
+            entry("1/ratchet", Some("r2")),
+            entry("1/forgotten/aa", Some("f-aa")),
+            entry("1/key/aa", None),
+        ],
+    )
+    .await
+    .expect("publish");
+    keys.publish(2, vec![entry("2/ratchet", Some("other shard"))])
+        .await
+        .expect("publish");
+    let live = keys.read(1).await.expect("read");
+    let live: Vec<(String, String)> = live
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect();
+    assert_eq!(
+        live,
+        [
+            ("1/forgotten/aa".to_owned(), "f-aa".to_owned()),
+            ("1/key/bb".to_owned(), "k-bb".to_owned()),
+            ("1/ratchet".to_owned(), "r2".to_owned()),
+        ]
+    );
+    assert!(keys.read(0).await.expect("read").is_empty());
+    assert!(keys.publish(PARTITIONS, Vec::new()).await.is_err());
+    assert!(keys.close(Duration::from_secs(30)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_topic_that_is_not_compacted_is_refused() {
+    let prefix = prefix();
+    let all: Vec<(Topic, i32)> = Topic::ALL.iter().map(|t| (*t, 2)).collect();
+    create_raw(&prefix, &all).await;
+    create_keys_raw(&prefix, 2, "delete").await;
+    // The bus itself only checks that it exists with the same count.
+    KafkaBus::connect(bootstrap(), &prefix)
+        .await
+        .expect("the bus connects");
+    let e = KeysTopic::connect(bootstrap(), &prefix)
+        .await
+        .expect_err("a keys topic with cleanup.policy=delete");
+    let text = e.to_string();
+    assert!(
+        text.contains("cleanup.policy=delete") && text.contains("forget"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +271,7 @@ async fn connect_fails_clearly_when_partition_counts_differ() {
     let mut topics: Vec<(Topic, i32)> = Topic::ALL.iter().map(|t| (*t, 4)).collect();
     topics[2].1 = 2;
     create_raw(&prefix, &topics).await;
+    create_keys_raw(&prefix, 4, "compact").await;
     let e = KafkaBus::connect(bootstrap(), &prefix)
         .await
         .err()
