@@ -15,11 +15,10 @@ use twinlog_proto::v1::{
     UnknownRecorded, WebhookErrorsRecorded,
 };
 
-use crate::country::{self, Country};
 use crate::state::best_rank;
 use crate::{
-    domain, status_rank, Config, Fact, Input, PersonalContent, Record, Rejection, Sealable, State,
-    Step, Tag, Tagger, STATUS_RANK_FAILED,
+    country_code, domain, status_rank, Config, Country, Fact, Input, PersonalContent, Record,
+    Rejection, Sealable, State, Step, Tag, Tagger, STATUS_RANK_FAILED,
 };
 
 /// The current audit record format.
@@ -326,7 +325,15 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
 
     /// Resolves a customer from a phone and a BSUID, either of which may be
     /// empty. The BSUID wins when the two disagree; new pairings become links.
-    fn resolve(&self, phone: &str, bsuid: &str, pending: &BTreeMap<Tag, Tag>) -> Resolved {
+    /// Who an identity is. `country` is the one the ingestor derived, if
+    /// any; otherwise the BSUID's prefix names it.
+    fn resolve(
+        &self,
+        phone: &str,
+        bsuid: &str,
+        country: &str,
+        pending: &BTreeMap<Tag, Tag>,
+    ) -> Resolved {
         let lookup = |t: &Tag| {
             pending
                 .get(t)
@@ -345,10 +352,11 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
                 links: Vec::new(),
             };
         };
-        let country = (!phone.is_empty())
-            .then(|| self.tagger.country(phone))
-            .flatten()
-            .or_else(|| country::of_bsuid(bsuid));
+        let country = country_code(country).or_else(|| {
+            bsuid
+                .split_once('.')
+                .and_then(|(prefix, _)| country_code(prefix))
+        });
         if let Some(country) = country {
             let mut countries = self.countries.borrow_mut();
             if !countries.iter().any(|(c, _)| *c == customer) {
@@ -378,7 +386,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
 
     fn resolve_envelope(&self) -> Resolved {
         let id = self.identity();
-        self.resolve(&id.phone, &id.bsuid, &BTreeMap::new())
+        self.resolve(&id.phone, &id.bsuid, &id.country, &BTreeMap::new())
     }
 
     /// Gives each fact the country of its customer, as this input resolved
@@ -485,7 +493,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
             // user_changed_user_id names the customer only by the old BSUID.
             if let Some(Content::System(s)) = &m.content {
                 if !s.previous_user_id.is_empty() {
-                    resolved = self.resolve("", &s.previous_user_id, &BTreeMap::new());
+                    resolved = self.resolve("", &s.previous_user_id, "", &BTreeMap::new());
                 }
             }
         }
@@ -713,7 +721,12 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
         } else {
             identity.phone.clone()
         };
-        let resolved = self.resolve(&thread_phone, &identity.bsuid, &BTreeMap::new());
+        let resolved = self.resolve(
+            &thread_phone,
+            &identity.bsuid,
+            &identity.country,
+            &BTreeMap::new(),
+        );
         let reference = self.history_reference();
         let oldest = reference - self.config.history_age_s_max;
         let mut stats = HistoryChunkRecorded {
@@ -895,7 +908,7 @@ impl<'s, 'a, T: Tagger> Cx<'s, 'a, T> {
         if self.state.seen.contains(&key) {
             return Ok(Step::Duplicate);
         }
-        let resolved = self.resolve(&c.phone_number, &c.user_id, &BTreeMap::new());
+        let resolved = self.resolve(&c.phone_number, &c.user_id, "", &BTreeMap::new());
         let content = PersonalContent::owned(Personal {
             customer: Some(twinlog_proto::v1::Identity {
                 phone: c.phone_number.clone(),

@@ -13,13 +13,11 @@
 //! clear part of a record, so replaying the log rebuilds the state without
 //! any key, even after customers have been forgotten.
 
-mod country;
 mod decide;
 mod memo;
 mod record;
 mod state;
 
-pub use country::Country;
 pub use decide::{decide, decide_forget, reject};
 pub use memo::{MemoTagger, TagCache};
 pub use record::{ClearPart, Record};
@@ -38,20 +36,22 @@ pub trait Tagger {
     /// The tag of `value` within `domain` (domains keep a phone and a wamid
     /// with the same text apart).
     fn tag(&self, domain: &str, value: &[u8]) -> Tag;
-
-    /// The country of a customer's phone number (for billing markets):
-    /// a pure function, which a memo may cache.
-    fn country(&self, phone: &str) -> Option<Country> {
-        country::of_phone(phone)
-    }
 }
 
 impl<T: Tagger + ?Sized> Tagger for &T {
     fn tag(&self, domain: &str, value: &[u8]) -> Tag {
         (**self).tag(domain, value)
     }
-    fn country(&self, phone: &str) -> Option<Country> {
-        (**self).country(phone)
+}
+
+/// An ISO 3166-1 alpha-2 country code, as two ASCII capitals.
+pub type Country = [u8; 2];
+
+/// A country code given as text, if it is two ASCII capitals.
+pub fn country_code(text: &str) -> Option<Country> {
+    match text.as_bytes() {
+        &[a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Some([a, b]),
+        _ => None,
     }
 }
 

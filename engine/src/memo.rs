@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::{domain, Country, Tag, Tagger};
+use crate::{domain, Tag, Tagger};
 
 /// A fixed, unkeyed hash: no randomness in the engine. Keys are the
 /// identities of a business's customers as Meta delivers them, and each map
@@ -66,8 +66,6 @@ pub struct TagCache {
     phone: Map,
     bsuid: Map,
     number: Map,
-    /// Countries of phone numbers.
-    country: HashMap<Box<[u8]>, Option<Country>, BuildHasherDefault<FxHasher>>,
 }
 
 impl TagCache {
@@ -82,7 +80,7 @@ impl TagCache {
 
     /// Tags held.
     pub fn len(&self) -> usize {
-        self.phone.len() + self.bsuid.len() + self.number.len() + self.country.len()
+        self.phone.len() + self.bsuid.len() + self.number.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -131,18 +129,5 @@ impl<T: Tagger> Tagger for MemoTagger<T> {
             map.insert(value.into(), tag);
         }
         tag
-    }
-
-    fn country(&self, phone: &str) -> Option<Country> {
-        if let Some(country) = self.cache.borrow().country.get(phone.as_bytes()) {
-            return *country;
-        }
-        let country = self.inner.country(phone);
-        let map = &mut self.cache.borrow_mut().country;
-        if map.len() >= ENTRIES_MAX {
-            map.clear();
-        }
-        map.insert(phone.as_bytes().into(), country);
-        country
     }
 }

@@ -9,7 +9,7 @@ use twinlog_proto::v1::{
     audit_record::Fact as F, AuditRecord, IdentityLink, MessageRecorded, Sealed, Source,
 };
 
-use crate::{country, Country, Tag};
+use crate::{Country, Tag};
 
 /// The clear part of an [`AuditRecord`], borrowing the input's strings.
 /// [`Record::encode`] gives exactly the bytes of
@@ -251,7 +251,7 @@ impl Record<'_> {
             customer_country: self
                 .customer_country
                 .as_ref()
-                .map(|c| country::as_str(c).to_owned())
+                .map(|c| String::from_utf8_lossy(c).into_owned())
                 .unwrap_or_default(),
         }
     }

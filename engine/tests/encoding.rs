@@ -194,7 +194,7 @@ fn the_bytes_of_every_fact_are_pinned() {
         .map(|b| format!("{b:02x}"))
         .collect();
     expect_test::expect![
-        "500 facts d3d035ba2d7eccd31f61a85520a2e402504062c40911b1002f1b7f0e9d6ff837"
+        "500 facts 48fcd6d1d8f91528642f9afe2ddfe0f4d008b7e017def75d91eb070b95a44203"
     ]
     .assert_eq(&format!("{facts} facts {hex}"));
 }

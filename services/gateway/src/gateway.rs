@@ -363,6 +363,8 @@ impl<B: Bus> Gateway<B> {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return invalid("graph_base_url must be an http(s) URL");
         }
+        // Not on the first send's path.
+        twinlog_normalize::load_country_metadata();
         if config.access_token.is_empty() {
             return invalid("access_token is empty");
         }
@@ -1122,6 +1124,7 @@ fn api_send_event(number: &str, job: &Job, wamid: &str, sent_at_ms: i64) -> Inge
             customer: Some(Identity {
                 phone: job.send.to.clone(),
                 bsuid: job.send.recipient.clone(),
+                country: twinlog_normalize::country_of(&job.send.to, &job.send.recipient),
                 ..Identity::default()
             }),
             // The Graph answer has no timestamp: the send time stands in.

@@ -328,6 +328,7 @@ impl<B: Bus> Ingestor<B> {
         normalizer: Normalizer,
     ) -> Result<Self, IngestError> {
         config.validate()?;
+        twinlog_normalize::load_country_metadata();
         std::fs::create_dir_all(dir).map_err(|source| IngestError::CreateDir {
             path: dir.to_path_buf(),
             source,

@@ -42,9 +42,11 @@
 //! twinlog models, unmodelled keys as described above. An unknown message `type`
 //! becomes [`OtherContent`] inside a normal message event.
 
+mod country;
 mod error;
 mod json;
 
+pub use country::{country_of, load_country_metadata};
 pub use error::NormalizeError;
 
 use json::{canonical_object, Json, Seg};
@@ -436,6 +438,7 @@ fn identity(
         fill(&mut id.country_code, c.country_code);
         fill(&mut id.profile_name, c.name);
     }
+    id.country = country_of(&id.phone, &id.bsuid);
     id
 }
 

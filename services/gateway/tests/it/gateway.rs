@@ -166,6 +166,8 @@ async fn fifty_sends_are_paced_below_20_per_second_and_recorded_in_full() {
             Some(&envelope.customer.as_ref().expect("customer").phone),
             Some(&message.to)
         );
+        // The billing market, derived once at the gateway (+1 650: the US).
+        assert_eq!(envelope.customer.as_ref().expect("customer").country, "US");
         assert_eq!(json!(text_of(&message.content)), wamid_to_text[&send.wamid]);
         assert!(message.extra_json.contains("biz_opaque_callback_data"));
         assert_eq!(
