@@ -3,7 +3,9 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use twinlog_engine::{decide, evolve, Config, Input, MemoTagger, State, Step, Tag, Tagger};
+use twinlog_engine::{
+    decide, evolve, prefetch, Config, Input, MemoTagger, State, Step, Tag, Tagger,
+};
 use twinlog_proto::v1::{
     ingest_event::Kind, message::Content, Envelope, Identity, IngestEvent, Message, Source, Text,
 };
@@ -86,7 +88,10 @@ pub fn fold_once(
     // A memo of identity tags, cold at the start of each fold.
     let tagger = MemoTagger::new(tagger);
     let mut seq = 0u64;
-    for (event, source) in inputs {
+    for (i, (event, source)) in inputs.iter().enumerate() {
+        if let Some((next, next_source)) = inputs.get(i + 1) {
+            prefetch(next, next_source);
+        }
         let step = decide(&state, config, &tagger, Input { event, source });
         if let Ok(Step::Append(facts)) = step {
             for f in facts {
