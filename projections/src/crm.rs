@@ -34,16 +34,6 @@ impl Conversation {
     pub fn window_open(&self, now: i64) -> bool {
         now < self.row.window_until
     }
-
-    fn counters(&mut self) {
-        let (mut edited, mut deleted) = (0, 0);
-        for m in self.timeline.values() {
-            edited += u64::from(m.edited);
-            deleted += u64::from(m.deleted_by_sender);
-        }
-        self.row.edited = edited;
-        self.row.deleted = deleted;
-    }
 }
 
 /// A revision whose original message is not known yet.
@@ -118,7 +108,9 @@ impl Crm {
             Some(Fact::RevisionRecorded(r)) => self.revision(config, record, r, personal, out),
             Some(Fact::StatusRecorded(s)) => self.status(record, s, out),
             Some(Fact::MediaEnriched(e)) => {
-                let content = personal_message(personal);
+                let owner = self.messages.get(&e.message_key).map(|(id, _)| &id.1);
+                let content =
+                    personal_message(personal).filter(|_| owner == Some(&record.customer));
                 if let Some(m) = self.timeline_message(&e.message_key, seq, out) {
                     m.r#type.clone_from(&e.r#type);
                     m.media_pending = false;
@@ -131,7 +123,12 @@ impl Crm {
             Some(Fact::CustomerErased(e)) => self.erase(&e.customer, seq, out),
             _ => {}
         }
-        if !record.customer.is_empty() && !record.customer_country.is_empty() {
+        let country_changed = !record.customer_country.is_empty()
+            && self
+                .contacts
+                .get(&record.customer)
+                .is_none_or(|c| c.country != record.customer_country);
+        if !record.customer.is_empty() && country_changed {
             let time = crate::record_time(record);
             let contact = self.contact(&record.customer, seq, time, out);
             if contact.country != record.customer_country {
@@ -289,7 +286,10 @@ impl Crm {
         for s in statuses {
             add_status(&mut entry, s);
         }
-        for r in revisions {
+        for mut r in revisions {
+            if r.customer != record.customer {
+                r.entry.content = None;
+            }
             add_revision(&mut entry, r.entry);
         }
         let row = &mut c.row;
@@ -315,8 +315,8 @@ impl Crm {
             row.window_until = row.window_until.max(m.timestamp + config.window_s);
         }
         let position = (m.timestamp, seq);
+        marks(row, (false, false), (entry.edited, entry.deleted_by_sender));
         c.timeline.insert(position, entry);
-        c.counters();
         self.messages
             .insert(m.message_key.clone(), (id.clone(), position));
         if live && channel == Channel::App {
@@ -396,13 +396,23 @@ impl Crm {
             seq: record.seq,
         };
         let known = self.messages.get(&r.original_key).map(|(id, _)| id.clone());
+        let mut entry = entry;
         match known {
             Some(id) => {
-                if let Some(m) = self.timeline_message(&r.original_key, record.seq, out) {
-                    add_revision(m, entry);
+                if id.1 != record.customer {
+                    // Sealed under another customer's key than the
+                    // conversation's: a forget of either must not leave it.
+                    entry.content = None;
                 }
-                if let Some(c) = self.conversations.get_mut(&id) {
-                    c.counters();
+                let flags = self
+                    .timeline_message(&r.original_key, record.seq, out)
+                    .map(|m| {
+                        let before = (m.edited, m.deleted_by_sender);
+                        add_revision(m, entry);
+                        (before, (m.edited, m.deleted_by_sender))
+                    });
+                if let (Some((before, after)), Some(c)) = (flags, self.conversations.get_mut(&id)) {
+                    marks(&mut c.row, before, after);
                 }
             }
             None => self
@@ -525,6 +535,17 @@ fn personal_message(personal: Option<&Personal>) -> Option<Message> {
         personal::Content::Message(m) => Some(m.clone()),
         _ => None,
     }
+}
+
+/// Keeps the conversation's edited/deleted counts as a message's marks change.
+fn marks(row: &mut ConversationRow, before: (bool, bool), after: (bool, bool)) {
+    let step = |count: &mut u64, was: bool, is: bool| match (was, is) {
+        (false, true) => *count += 1,
+        (true, false) => *count = count.saturating_sub(1),
+        _ => {}
+    };
+    step(&mut row.edited, before.0, after.0);
+    step(&mut row.deleted, before.1, after.1);
 }
 
 fn add_status(m: &mut TimelineMessage, entry: StatusEntry) {

@@ -54,25 +54,29 @@ impl Health {
                 s.history_synced |= w.history_synced;
             }),
             Some(Fact::HistoryChunkRecorded(h)) => {
-                if let Some(n) = self.numbers.get_mut(&record.phone_number_id) {
+                if let Some(n) = touch(&mut self.numbers, &record.phone_number_id, record.seq, out)
+                {
                     n.history_synced = true;
                     history_phase(n, h);
                 }
             }
             Some(Fact::HistoryDeclined(d)) => {
-                if let Some(n) = self.numbers.get_mut(&record.phone_number_id) {
+                if let Some(n) = touch(&mut self.numbers, &record.phone_number_id, record.seq, out)
+                {
                     n.history_declined = true;
                     n.history_declined_code = d.error_code;
                 }
             }
             Some(Fact::ContactSynced(c)) => {
-                if let Some(n) = self.numbers.get_mut(&record.phone_number_id) {
+                if let Some(n) = touch(&mut self.numbers, &record.phone_number_id, record.seq, out)
+                {
                     n.contacts_synced = true;
                     n.last_app_activity = n.last_app_activity.max(c.timestamp);
                 }
             }
             Some(Fact::HeartbeatChanged(h)) => {
-                if let Some(n) = self.numbers.get_mut(&record.phone_number_id) {
+                if let Some(n) = touch(&mut self.numbers, &record.phone_number_id, record.seq, out)
+                {
                     n.heartbeat_level = h.level;
                     n.heartbeat_checked_at = h.checked_at;
                     n.heartbeat_seconds_left = h.seconds_left;
@@ -87,16 +91,25 @@ impl Health {
                     } else {
                         record.ingest_time_ms.div_euclid(1000)
                     };
-                    self.sent(config, &record.phone_number_id, second);
+                    self.sent(config, record, second, out);
                 }
                 if m.channel == Channel::App as i32 {
-                    if let Some(n) = self.numbers.get_mut(&record.phone_number_id) {
-                        n.last_app_activity = n.last_app_activity.max(m.timestamp);
+                    let later = self
+                        .numbers
+                        .get(&record.phone_number_id)
+                        .is_some_and(|n| m.timestamp > n.last_app_activity);
+                    if later {
+                        if let Some(n) =
+                            touch(&mut self.numbers, &record.phone_number_id, record.seq, out)
+                        {
+                            n.last_app_activity = m.timestamp;
+                        }
                     }
                 }
             }
             Some(Fact::RevisionRecorded(r)) if r.by == Channel::App as i32 => {
-                if let Some(n) = self.numbers.get_mut(&record.phone_number_id) {
+                if let Some(n) = touch(&mut self.numbers, &record.phone_number_id, record.seq, out)
+                {
                     n.last_app_activity = n.last_app_activity.max(r.timestamp);
                 }
             }
@@ -113,19 +126,16 @@ impl Health {
         time: i64,
         out: &mut Changes,
     ) {
-        out.push(Change::NumberHealth {
-            number: id.to_string(),
-        });
-        let n = self
-            .numbers
-            .entry(id.to_string())
-            .or_insert_with(|| NumberHealth {
+        let mut changed = false;
+        let n = self.numbers.entry(id.to_string()).or_insert_with(|| {
+            changed = true;
+            NumberHealth {
                 phone_number_id: id.to_string(),
                 connected: true,
                 limit_per_s: config.throughput_limit_per_s,
                 ..NumberHealth::default()
-            });
-        n.updated_seq = record.seq;
+            }
+        });
         if !record.display_phone_number.is_empty()
             && n.display_phone_number != record.display_phone_number
         {
@@ -137,12 +147,20 @@ impl Health {
                 time
             };
             n.eligibility = eligibility_row(&n.display_phone_number, Day::of_unix(on));
+            changed = true;
         }
         if !record.waba_id.is_empty() && n.waba_id != record.waba_id {
             n.waba_id.clone_from(&record.waba_id);
             let (numbers, sync) = self.wabas.entry(record.waba_id.clone()).or_default();
             numbers.insert(id.to_string());
             copy_sync(n, sync);
+            changed = true;
+        }
+        if changed {
+            n.updated_seq = record.seq;
+            out.push(Change::NumberHealth {
+                number: id.to_string(),
+            });
         }
     }
 
@@ -162,7 +180,7 @@ impl Health {
             r.phone_number_id = id.to_string();
             r.waba_id.clone_from(&a.waba_id);
             self.number(config, &r, id, a.entry_time, out);
-            let Some(n) = self.numbers.get_mut(id) else {
+            let Some(n) = touch(&mut self.numbers, id, record.seq, out) else {
                 continue;
             };
             match a.event.as_str() {
@@ -212,7 +230,8 @@ impl Health {
         }
     }
 
-    fn sent(&mut self, config: &Config, number: &str, second: i64) {
+    fn sent(&mut self, config: &Config, record: &AuditRecord, second: i64, out: &mut Changes) {
+        let number = record.phone_number_id.as_str();
         let seconds = self.per_second.entry(number.to_string()).or_default();
         let latest = seconds.last_key_value().map(|(s, _)| *s).unwrap_or(second);
         if second < latest - THROUGHPUT_WINDOW_S {
@@ -227,7 +246,15 @@ impl Health {
             }
             seconds.pop_first();
         }
-        if let Some(n) = self.numbers.get_mut(number) {
+        let peak = self
+            .numbers
+            .get(number)
+            .is_some_and(|n| count > n.peak_per_s);
+        let over = count == config.throughput_limit_per_s.saturating_add(1);
+        if !(peak || over) {
+            return;
+        }
+        if let Some(n) = touch(&mut self.numbers, number, record.seq, out) {
             if count > n.peak_per_s {
                 n.peak_per_s = count;
                 n.peak_at = second;
@@ -237,6 +264,21 @@ impl Health {
             }
         }
     }
+}
+
+/// The row of a number that is about to change: marked changed.
+fn touch<'a>(
+    numbers: &'a mut BTreeMap<String, NumberHealth>,
+    id: &str,
+    seq: u64,
+    out: &mut Changes,
+) -> Option<&'a mut NumberHealth> {
+    let n = numbers.get_mut(id)?;
+    n.updated_seq = seq;
+    out.push(Change::NumberHealth {
+        number: id.to_string(),
+    });
+    Some(n)
 }
 
 fn copy_sync(n: &mut NumberHealth, sync: &WabaSync) {

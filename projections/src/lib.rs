@@ -50,7 +50,15 @@
 //!   fields (names, phones, BSUIDs, username, content of messages and
 //!   revisions), and personal content given later for that customer is
 //!   ignored. Counts, statuses, types, handoff and billing stay. A rebuild
-//!   without the destroyed key gives the same views.
+//!   without the destroyed key gives the same views. To keep that true,
+//!   content sealed under another customer than the conversation's (a
+//!   revision or media follow-up naming someone else) is not shown.
+//! - **Changes.** [`Views::apply`] returns what it changed, sorted and
+//!   without repeats: the rows to re-read and publish (contact,
+//!   conversation, number health, billing aggregate, savings, ledger entry)
+//!   and the events a bot or CRM acts on ([`Change::Handoff`],
+//!   [`Change::CustomerErased`]). [`Change::to_event`] gives the
+//!   `ChangeEvent` of `views.proto`.
 //!
 //! # Billing
 //!
