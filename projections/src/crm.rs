@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use twinlog_proto::v1::{
     audit_record::Fact, message, personal, AddressBookChange, AuditRecord, Channel, ContactRow,
-    ContactSynced, ConversationRow, Direction, Handler, IdentityLinkRow, IdentityValues, Message,
-    MessageRecorded, Personal, Provenance, RevisionEntry, RevisionKind, RevisionRecorded,
-    StatusEntry, StatusRecorded, TimelineMessage,
+    ContactSynced, ConversationRow, ConversationSnapshot, Direction, Handler, IdentityLinkRow,
+    IdentityValues, Message, MessageRecorded, PendingRevision as SnapshotRevision, PendingStatuses,
+    Personal, Provenance, RevisionEntry, RevisionKind, RevisionRecorded, StatusEntry,
+    StatusRecorded, TimelineMessage, ViewsSnapshot,
 };
 
 use crate::change::{Change, Handoff};
@@ -520,6 +521,88 @@ impl Crm {
                 pending.entry.content = None;
             }
         }
+    }
+
+    pub(crate) fn save(&self, s: &mut ViewsSnapshot) {
+        s.contacts = self.contacts.values().cloned().collect();
+        s.conversations = self
+            .conversations
+            .values()
+            .map(|c| ConversationSnapshot {
+                row: Some(c.row.clone()),
+                timeline: c.timeline.values().cloned().collect(),
+            })
+            .collect();
+        s.pending_statuses = self
+            .orphan_statuses
+            .iter()
+            .map(|(k, v)| PendingStatuses {
+                message_key: k.clone(),
+                statuses: v.clone(),
+            })
+            .collect();
+        s.pending_revisions = self
+            .orphan_revisions
+            .iter()
+            .flat_map(|(k, v)| {
+                v.iter().map(move |p| SnapshotRevision {
+                    original_key: k.clone(),
+                    customer: p.customer.clone(),
+                    entry: Some(p.entry.clone()),
+                })
+            })
+            .collect();
+    }
+
+    /// The CRM state of a snapshot; the indexes (message positions, handoff
+    /// ends, forgotten customers) are derived from the rows.
+    pub(crate) fn load(s: &ViewsSnapshot) -> Crm {
+        let mut crm = Crm {
+            contacts: s
+                .contacts
+                .iter()
+                .map(|c| (c.customer.clone(), c.clone()))
+                .collect(),
+            ..Crm::default()
+        };
+        crm.forgotten = s
+            .contacts
+            .iter()
+            .filter(|c| c.forgotten)
+            .map(|c| c.customer.clone())
+            .collect();
+        for snap in &s.conversations {
+            let row = snap.row.clone().unwrap_or_default();
+            let id = (row.phone_number_id.clone(), row.customer.clone());
+            if row.handler == Handler::Human as i32 {
+                crm.handoff_ends.insert((row.human_until, id.clone()));
+            }
+            let mut c = Conversation {
+                row,
+                timeline: BTreeMap::new(),
+            };
+            for m in &snap.timeline {
+                let position = (m.timestamp, m.seq);
+                crm.messages
+                    .insert(m.message_key.clone(), (id.clone(), position));
+                c.timeline.insert(position, m.clone());
+            }
+            crm.conversations.insert(id, c);
+        }
+        for p in &s.pending_statuses {
+            crm.orphan_statuses
+                .insert(p.message_key.clone(), p.statuses.clone());
+        }
+        for p in &s.pending_revisions {
+            crm.orphan_revisions
+                .entry(p.original_key.clone())
+                .or_default()
+                .push(PendingRevision {
+                    customer: p.customer.clone(),
+                    entry: p.entry.clone().unwrap_or_default(),
+                });
+        }
+        crm
     }
 
     pub(crate) fn window_until(&self, number: &str, customer: &[u8]) -> i64 {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use twinlog_proto::v1::{
     audit_record::Fact, AccountUpdated, AuditRecord, Channel, HistoryChunkRecorded, HistoryPhase,
-    NumberHealth, Provenance,
+    NumberHealth, Provenance, SendRate, ViewsSnapshot, WabaSyncSnapshot,
 };
 
 use crate::change::Change;
@@ -16,21 +16,12 @@ use crate::{Changes, Config};
 /// Seconds of per-second send counts kept to absorb slightly unordered records.
 const THROUGHPUT_WINDOW_S: i64 = 60;
 
-/// The sync facts of a WhatsApp Business Account, copied onto its numbers.
-#[derive(Debug, Clone, PartialEq, Default)]
-struct WabaSync {
-    opened_at: i64,
-    deadline: i64,
-    closed_at: i64,
-    missed: bool,
-    contacts_synced: bool,
-    history_synced: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Health {
     pub(crate) numbers: BTreeMap<String, NumberHealth>,
-    wabas: BTreeMap<String, (BTreeSet<String>, WabaSync)>,
+    /// The sync facts of each WhatsApp Business Account and its numbers,
+    /// copied onto the numbers.
+    wabas: BTreeMap<String, WabaSyncSnapshot>,
     /// Per number: business sends per second, over the last minute.
     per_second: BTreeMap<String, BTreeMap<i64, u32>>,
 }
@@ -151,8 +142,19 @@ impl Health {
         }
         if !record.waba_id.is_empty() && n.waba_id != record.waba_id {
             n.waba_id.clone_from(&record.waba_id);
-            let (numbers, sync) = self.wabas.entry(record.waba_id.clone()).or_default();
-            numbers.insert(id.to_string());
+            let sync =
+                self.wabas
+                    .entry(record.waba_id.clone())
+                    .or_insert_with(|| WabaSyncSnapshot {
+                        waba_id: record.waba_id.clone(),
+                        ..WabaSyncSnapshot::default()
+                    });
+            if let Err(i) = sync
+                .phone_number_ids
+                .binary_search_by(|n| n.as_str().cmp(id))
+            {
+                sync.phone_number_ids.insert(i, id.to_string());
+            }
             copy_sync(n, sync);
             changed = true;
         }
@@ -217,16 +219,64 @@ impl Health {
         waba: &str,
         seq: u64,
         out: &mut Changes,
-        change: impl FnOnce(&mut WabaSync),
+        change: impl FnOnce(&mut WabaSyncSnapshot),
     ) {
-        let (numbers, sync) = self.wabas.entry(waba.to_string()).or_default();
+        let sync = self
+            .wabas
+            .entry(waba.to_string())
+            .or_insert_with(|| WabaSyncSnapshot {
+                waba_id: waba.to_string(),
+                ..WabaSyncSnapshot::default()
+            });
         change(sync);
-        for id in numbers.iter() {
+        for id in &sync.phone_number_ids {
             if let Some(n) = self.numbers.get_mut(id) {
                 copy_sync(n, sync);
                 n.updated_seq = seq;
                 out.push(Change::NumberHealth { number: id.clone() });
             }
+        }
+    }
+
+    pub(crate) fn save(&self, s: &mut ViewsSnapshot) {
+        s.numbers = self.numbers.values().cloned().collect();
+        s.wabas = self.wabas.values().cloned().collect();
+        s.send_rates = self
+            .per_second
+            .iter()
+            .map(|(id, seconds)| SendRate {
+                phone_number_id: id.clone(),
+                seconds: seconds.keys().copied().collect(),
+                counts: seconds.values().copied().collect(),
+            })
+            .collect();
+    }
+
+    pub(crate) fn load(s: &ViewsSnapshot) -> Health {
+        Health {
+            numbers: s
+                .numbers
+                .iter()
+                .map(|n| (n.phone_number_id.clone(), n.clone()))
+                .collect(),
+            wabas: s
+                .wabas
+                .iter()
+                .map(|w| (w.waba_id.clone(), w.clone()))
+                .collect(),
+            per_second: s
+                .send_rates
+                .iter()
+                .map(|r| {
+                    let seconds = r
+                        .seconds
+                        .iter()
+                        .copied()
+                        .zip(r.counts.iter().copied())
+                        .collect();
+                    (r.phone_number_id.clone(), seconds)
+                })
+                .collect(),
         }
     }
 
@@ -281,7 +331,7 @@ fn touch<'a>(
     Some(n)
 }
 
-fn copy_sync(n: &mut NumberHealth, sync: &WabaSync) {
+fn copy_sync(n: &mut NumberHealth, sync: &WabaSyncSnapshot) {
     n.sync_window_opened_at = sync.opened_at;
     n.sync_deadline = sync.deadline;
     n.sync_closed_at = sync.closed_at;

@@ -6,14 +6,17 @@
 use std::collections::BTreeMap;
 
 use twinlog_proto::v1::{
-    audit_record::Fact, AuditRecord, BillingAggregate, Channel, LedgerAccount, LedgerEntry,
-    LedgerEntryKind, LedgerLine, MessageRecorded, Pricing, Provenance, Savings, StatusRecorded,
+    audit_record::Fact, AuditRecord, BilledMessage, BillingAggregate, BillingAggregateKey,
+    BillingVerdict, CbpConversation, Channel, CountryTotalRow, LedgerAccount, LedgerEntry,
+    LedgerEntryKind, LedgerLine, MessageRecorded, Pricing, Provenance, Savings, ServiceCount,
+    StatusRecorded, ViewsSnapshot,
 };
 
 use crate::change::Change;
 use crate::crm::Crm;
 use crate::day::{Day, DAY_S};
 use crate::ratecard::normalize_category;
+use crate::snapshot::SnapshotError;
 use crate::{Changes, Config};
 
 /// From this day, service conversations are free under CBP.
@@ -51,6 +54,13 @@ impl Regime {
         }
     }
 
+    /// The regime named `name` (as [`Regime::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Regime> {
+        [Regime::Cbp, Regime::Pmp, Regime::Pmp2026]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Regime::Cbp => "cbp",
@@ -80,6 +90,21 @@ pub enum Reason {
 }
 
 impl Reason {
+    const ALL: [Reason; 7] = [
+        Reason::Charged,
+        Reason::NoRate,
+        Reason::FreeService,
+        Reason::FreeEntryPoint,
+        Reason::FreeTier,
+        Reason::SameConversation,
+        Reason::MetaFree,
+    ];
+
+    /// The reason named `name` (as [`Reason::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Charged => "charged",
@@ -609,6 +634,184 @@ impl Ledger {
             channel: key.2,
             category: key.3.clone(),
         });
+    }
+}
+
+impl Ledger {
+    pub(crate) fn save(&self, s: &mut ViewsSnapshot) {
+        s.ledger_entries = self.entries.clone();
+        s.billing_aggregates = self.aggregates.values().cloned().collect();
+        s.country_totals = self
+            .by_country
+            .iter()
+            .map(|((day, country, category), t)| CountryTotalRow {
+                day: day.to_string(),
+                country: country.clone(),
+                category: category.clone(),
+                volume: t.volume,
+                billable: t.billable,
+                cost_micros: t.micros,
+            })
+            .collect();
+        s.savings = self.savings.values().cloned().collect();
+        s.billed = self
+            .messages
+            .iter()
+            .map(|(key, b)| {
+                let counted = b.counted.as_ref();
+                BilledMessage {
+                    message_key: key.clone(),
+                    phone_number_id: b.number.clone(),
+                    customer: b.customer.clone(),
+                    time: b.time,
+                    time_known: b.time_known,
+                    country: b.country.clone(),
+                    pricing: b.pricing.clone(),
+                    conversation_id: b.conversation_id.clone(),
+                    conversation_origin: b.conversation_origin.clone(),
+                    delivered: b.delivered,
+                    failed: b.failed,
+                    pending_micros: b.pending_micros,
+                    posted: b.posted.as_ref().map(|d| BillingVerdict {
+                        regime: d.regime.as_str().to_string(),
+                        category: d.category.clone(),
+                        market: d.market.clone(),
+                        reason: d.reason.as_str().to_string(),
+                        micros: d.micros,
+                    }),
+                    counted: counted.is_some(),
+                    counted_in: counted.map(|c| BillingAggregateKey {
+                        phone_number_id: c.aggregate.0.clone(),
+                        day: c.aggregate.1.to_string(),
+                        channel: c.aggregate.2 as i32,
+                        category: c.aggregate.3.clone(),
+                    }),
+                    counted_country: counted.and_then(|c| c.country.as_ref()).map(|k| {
+                        CountryTotalRow {
+                            day: k.0.to_string(),
+                            country: k.1.clone(),
+                            category: k.2.clone(),
+                            ..CountryTotalRow::default()
+                        }
+                    }),
+                    counted_billable: counted.map(|c| c.billable).unwrap_or_default(),
+                    counted_micros: counted.map(|c| c.micros).unwrap_or_default(),
+                }
+            })
+            .collect();
+        s.cbp_conversations = self
+            .conversations
+            .iter()
+            .map(|(key, ends_at)| CbpConversation {
+                key: key.clone(),
+                ends_at: *ends_at,
+            })
+            .collect();
+        s.service_counts = self
+            .service_counts
+            .iter()
+            .map(|((number, (year, month)), count)| ServiceCount {
+                phone_number_id: number.clone(),
+                year: *year,
+                month: *month,
+                count: *count,
+            })
+            .collect();
+    }
+
+    pub(crate) fn load(s: &ViewsSnapshot) -> Result<Ledger, SnapshotError> {
+        let day = |d: &str| {
+            d.parse::<Day>()
+                .map_err(|_| SnapshotError::invalid("day", d))
+        };
+        let channel =
+            |c: i32| Channel::try_from(c).map_err(|_| SnapshotError::invalid("channel", c));
+        let mut ledger = Ledger {
+            entries: s.ledger_entries.clone(),
+            ..Ledger::default()
+        };
+        for a in &s.billing_aggregates {
+            let key = (
+                a.phone_number_id.clone(),
+                day(&a.day)?,
+                channel(a.channel)?,
+                a.category.clone(),
+            );
+            ledger.aggregates.insert(key, a.clone());
+        }
+        for t in &s.country_totals {
+            let total = CountryTotal {
+                volume: t.volume,
+                billable: t.billable,
+                micros: t.cost_micros,
+            };
+            ledger
+                .by_country
+                .insert((day(&t.day)?, t.country.clone(), t.category.clone()), total);
+        }
+        for row in &s.savings {
+            ledger
+                .savings
+                .insert((row.phone_number_id.clone(), day(&row.day)?), row.clone());
+        }
+        for m in &s.billed {
+            let posted = match &m.posted {
+                None => None,
+                Some(v) => Some(Decision {
+                    regime: Regime::parse(&v.regime)
+                        .ok_or_else(|| SnapshotError::invalid("regime", &v.regime))?,
+                    category: v.category.clone(),
+                    market: v.market.clone(),
+                    reason: Reason::parse(&v.reason)
+                        .ok_or_else(|| SnapshotError::invalid("reason", &v.reason))?,
+                    micros: v.micros,
+                }),
+            };
+            let counted = match (&m.counted_in, m.counted) {
+                (Some(k), true) => Some(Contribution {
+                    aggregate: (
+                        k.phone_number_id.clone(),
+                        day(&k.day)?,
+                        channel(k.channel)?,
+                        k.category.clone(),
+                    ),
+                    country: match &m.counted_country {
+                        Some(c) => Some((day(&c.day)?, c.country.clone(), c.category.clone())),
+                        None => None,
+                    },
+                    billable: m.counted_billable,
+                    micros: m.counted_micros,
+                }),
+                _ => None,
+            };
+            let billed = Billed {
+                number: m.phone_number_id.clone(),
+                customer: m.customer.clone(),
+                time: m.time,
+                time_known: m.time_known,
+                country: m.country.clone(),
+                pricing: m.pricing.clone(),
+                conversation_id: m.conversation_id.clone(),
+                conversation_origin: m.conversation_origin.clone(),
+                delivered: m.delivered,
+                failed: m.failed,
+                pending_micros: m.pending_micros,
+                posted,
+                counted,
+            };
+            ledger.messages.insert(m.message_key.clone(), billed);
+        }
+        ledger.conversations = s
+            .cbp_conversations
+            .iter()
+            .map(|c| (c.key.clone(), c.ends_at))
+            .collect();
+        ledger.service_counts = s
+            .service_counts
+            .iter()
+            .map(|c| ((c.phone_number_id.clone(), (c.year, c.month)), c.count))
+            .collect();
+        Ok(ledger)
     }
 }
 

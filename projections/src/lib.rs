@@ -118,6 +118,7 @@ mod health;
 mod ledger;
 pub mod ratecard;
 pub mod reconcile;
+mod snapshot;
 
 use std::collections::BTreeSet;
 
@@ -134,6 +135,7 @@ pub use health::{heartbeat_days_left, heartbeat_seconds_left};
 pub use ledger::{CountryTotal, Reason, Regime};
 pub use ratecard::{Rate, RateCard, RateCardError};
 pub use reconcile::{parse_pricing_analytics, reconcile, Discrepancy, MetaTotals, ReconcileError};
+pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT};
 
 /// The settings of the read-side rules. Durations are seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -362,3 +362,17 @@ fn duplicates_and_old_seqs_change_nothing() {
     assert_eq!(s.views.digest(), digest);
     assert_eq!(s.views.applied_through(), Some(1));
 }
+
+#[test]
+fn a_snapshot_of_another_format_is_refused() {
+    let mut log = Log::new();
+    let s = Scenario::new(test_config()).given(&[log.inbound(1, 1, at("2025-08-01", 10, 0))]);
+    let mut snapshot = s.views.snapshot();
+    assert_eq!(Views::from_snapshot(&snapshot).as_ref(), Ok(&s.views));
+    snapshot.format = 2;
+    assert_eq!(
+        Views::from_snapshot(&snapshot),
+        Err(twinlog_projections::SnapshotError::Format(2))
+    );
+    assert!(Views::from_snapshot_bytes(&[0xff, 0xff, 0xff]).is_err());
+}

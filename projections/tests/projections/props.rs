@@ -106,7 +106,7 @@ fn start() -> impl Strategy<Value = i64> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
-    /// Views kept record by record, saved and reloaded (cloned) at any point,
+    /// Views kept record by record, saved as a snapshot and restored at any point,
     /// with duplicates re-applied anywhere, equal the views rebuilt from scratch.
     #[test]
     fn incremental_equals_rebuilt(start in start(), ops in prop::collection::vec(op(), 0..60), cut in 0usize..60, dups in prop::collection::vec(0usize..60, 0..10)) {
@@ -117,7 +117,11 @@ proptest! {
         let mut views = Views::default();
         for (i, r) in recs.iter().enumerate() {
             if i == cut {
-                views = views.clone();
+                // A worker stores a snapshot and restarts from it.
+                let bytes = views.snapshot_bytes();
+                let restored = Views::from_snapshot_bytes(&bytes);
+                prop_assert_eq!(restored.as_ref(), Ok(&views));
+                views = restored.unwrap_or_default();
             }
             views.apply(&config, r.input());
             for &d in &dups {
@@ -130,6 +134,7 @@ proptest! {
         prop_assert_eq!(&views, &rebuilt);
         prop_assert_eq!(views.digest(), rebuilt.digest());
         prop_assert_eq!(views.canonical_bytes(), fold(&config, &recs).canonical_bytes());
+        prop_assert_eq!(views.snapshot_bytes(), rebuilt.snapshot_bytes());
     }
 
     /// A rebuild after a forget, when the vault can no longer open the
