@@ -51,6 +51,12 @@ pub struct Settings {
     pub tick_interval_ms: u64,
     /// Publish audit records to the audit topic (the engine's changelog).
     pub audit_topic: bool,
+    /// The master key file (64 hex digits, mode 0600) that wraps each
+    /// shard's key material on the keys topic, so that any engine can
+    /// restore any shard. Kafka only; without it shards do not move between
+    /// machines. The path only: the key itself never comes from the
+    /// environment or the config file.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -73,6 +79,7 @@ impl Default for Settings {
             send_queue_depth_max: 1_000,
             tick_interval_ms: crate::runner::TICK_INTERVAL_MS_DEFAULT,
             audit_topic: true,
+            master_key_file: None,
         }
     }
 }
@@ -178,6 +185,28 @@ mod tests {
             assert_eq!(s.app_secrets, ["s1", "s2"]);
             assert_eq!(s.number_rate_overrides.get("106540352242922"), Some(&2));
             assert_eq!(s.tick_interval_ms, Settings::default().tick_interval_ms);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_master_key_file_comes_from_the_environment_or_a_flag() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, &BTreeMap::new()).map_err(|e| e.to_string())?;
+            assert_eq!(s.master_key_file, None, "off by default");
+            jail.set_env("TWINLOG_MASTER_KEY_FILE", "/etc/twinlog/master.key");
+            let s = Settings::load(None, &BTreeMap::new()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.master_key_file.as_deref(),
+                Some(Path::new("/etc/twinlog/master.key"))
+            );
+            let mut flags = BTreeMap::new();
+            flags.insert("master_key_file".to_owned(), "/run/master.key".into());
+            let s = Settings::load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.master_key_file.as_deref(),
+                Some(Path::new("/run/master.key"))
+            );
             Ok(())
         });
     }

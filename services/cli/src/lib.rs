@@ -6,7 +6,9 @@
 //! decrypted where the customer has not been forgotten.
 
 pub mod config;
+pub mod escrow;
 pub mod pipeline;
+pub mod restore;
 pub mod runner;
 pub mod serve;
 

@@ -91,6 +91,11 @@ struct ServiceArgs {
     /// Wall-clock interval of the engine's clock ticks, 0 = off [default: 60000]
     #[arg(long, value_name = "MS")]
     tick_interval_ms: Option<u64>,
+    /// Kafka engines: the master key file (64 hex digits, mode 0600; `twinlog master-key new FILE`)
+    /// that wraps each shard's keys on the keys topic, so another engine can restore the shard.
+    /// Every engine needs the same one. Also TWINLOG_MASTER_KEY_FILE.
+    #[arg(long, value_name = "FILE")]
+    master_key_file: Option<PathBuf>,
 }
 
 impl ServiceArgs {
@@ -122,6 +127,12 @@ impl ServiceArgs {
         set("access_token", self.access_token.clone().map(Value::from));
         set("number_rate_per_s", self.number_rate_per_s.map(Value::from));
         set("tick_interval_ms", self.tick_interval_ms.map(Value::from));
+        set(
+            "master_key_file",
+            self.master_key_file
+                .as_ref()
+                .map(|f| f.to_string_lossy().into_owned().into()),
+        );
         twinlog::config::Settings::load(self.config.as_deref(), &flags)
             .context("fix the setting named above in the config file, the TWINLOG_* environment or the flags")
     }
@@ -274,11 +285,43 @@ enum Command {
         verifier_key: bool,
     },
     /// Crypto-shred a customer by phone number or BSUID, and record the erasure.
+    ///
+    /// On Kafka (with --kafka and --master-key-file), --log is a shard directory DATA/shards/<p>:
+    /// the shard is brought up to date from the topics first, and the key's tombstone and the
+    /// erasure record are published. Stop the engine that owns the shard first.
     Forget {
         #[command(flatten)]
         log: LogArg,
         /// The customer's phone number (digits, with or without +) or BSUID.
         customer: String,
+        /// Kafka bootstrap servers: publish the forget to the keys and audit topics.
+        #[arg(
+            long,
+            env = "TWINLOG_KAFKA",
+            value_name = "BROKERS",
+            requires = "master_key_file"
+        )]
+        kafka: Option<String>,
+        /// Topic name prefix.
+        #[arg(long, env = "TWINLOG_TOPIC_PREFIX", default_value = twinlog_bus::DEFAULT_TOPIC_PREFIX)]
+        topic_prefix: String,
+        /// The engines' master key file.
+        #[arg(long, env = "TWINLOG_MASTER_KEY_FILE", value_name = "FILE")]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Manage the master key that wraps the shards' keys on Kafka.
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCommand {
+    /// Write a new random master key to FILE (mode 0600; never overwrites) and print its id.
+    New {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 
@@ -718,15 +761,79 @@ fn run(command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Forget { log, customer } => {
+        Command::Forget {
+            log,
+            customer,
+            kafka: Some(kafka),
+            topic_prefix,
+            master_key_file: Some(master_key_file),
+        } => forget_on_kafka(&log.dir, &customer, &kafka, &topic_prefix, &master_key_file),
+        Command::Forget { log, customer, .. } => {
             let mut t = open(&log.dir)?;
-            match t.forget(&customer)? {
-                Some(seq) => println!("forgotten; erasure recorded at seq {seq}"),
-                None => println!("already forgotten; nothing to do"),
-            }
+            print_forget(t.forget(&customer)?);
+            Ok(0)
+        }
+        Command::MasterKey {
+            command: MasterKeyCommand::New { file },
+        } => {
+            let key = twinlog_vault::MasterKey::generate(&file)
+                .context("failed to write a new master key")?;
+            println!("master key {} written to {}", key.id(), file.display());
             Ok(0)
         }
     }
+}
+
+fn print_forget(outcome: Option<u64>) {
+    match outcome {
+        Some(seq) => println!("forgotten; erasure recorded at seq {seq}"),
+        None => println!("already forgotten; nothing to do"),
+    }
+}
+
+/// Forgets a customer of shard `DIR` (`DATA/shards/<p>`) on Kafka: brings
+/// the shard up to date from the topics, forgets, then publishes the key's
+/// tombstone to the keys topic and the erasure record to the audit topic.
+fn forget_on_kafka(
+    dir: &Path,
+    customer: &str,
+    kafka: &str,
+    prefix: &str,
+    master_key_file: &Path,
+) -> Result<i32> {
+    let partition: u32 = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| {
+            format!(
+                "{} is not a shard directory DATA/shards/<partition>",
+                dir.display()
+            )
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let bus = twinlog_bus::KafkaBus::connect(kafka, prefix).await?;
+        let escrow = std::sync::Arc::new(
+            twinlog::escrow::Escrow::connect(kafka, prefix, master_key_file).await?,
+        );
+        let mut shard =
+            twinlog::restore::open_shard(&bus, &escrow, dir, partition, true, None).await?;
+        // What the shard owes the topics, before the forget.
+        shard.publish(&bus).await?;
+        let outcome = shard.forget(customer)?;
+        shard.publish(&bus).await?;
+        drop(shard);
+        print_forget(outcome);
+        bus.close(Duration::from_secs(10)).await;
+        if let Ok(escrow) = std::sync::Arc::try_unwrap(escrow) {
+            escrow.close(Duration::from_secs(10)).await;
+        }
+        Ok(0)
+    })
 }
 
 /// Replays the ingestor's dead letters onto the bus.

@@ -10,13 +10,14 @@ use twinlog_engine::{
     Step, Tag, TagCache, Tagger,
 };
 use twinlog_proto::v1::{audit_record::Fact as F, AuditRecord, IngestEvent, Personal, Source};
-use twinlog_vault::{ForgetOutcome, Pseudonymizer, Vault, VaultError};
+use twinlog_vault::{ForgetOutcome, KeyMaterial, Pseudonymizer, Vault, VaultError};
 
 /// Inputs folded into one append (one fsync). A larger call is split.
 pub const APPEND_BATCH_INPUTS_MAX: usize = 10_000;
 /// The sled tree, inside the log's db, that holds the vault.
 const VAULT_TREE: &str = "vault";
-const KEYS_DIR: &str = "keys";
+/// The keys directory of a log (signing key, the vault's KEK).
+pub const KEYS_DIR: &str = "keys";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -175,6 +176,23 @@ impl Twinlog {
         Ok(seq)
     }
 
+    /// Creates, in `dir`, an empty log that signs with `signer_key` (so it
+    /// has the original's origin and verifier key) and a vault that holds
+    /// `material` (so it seals and opens as the original's): the first step
+    /// of restoring a shard. The caller appends the original's records to
+    /// the returned log, closes it, and opens the directory with
+    /// [`Twinlog::open`].
+    pub fn create_restored(
+        dir: &Path,
+        signer_key: &str,
+        material: &KeyMaterial,
+    ) -> Result<AuditLog, PipelineError> {
+        let log = AuditLog::create_with_signer_key(dir, signer_key)?;
+        let tree = vault_tree(&log, dir)?;
+        Vault::restore(&dir.join(KEYS_DIR), tree, material)?;
+        Ok(log)
+    }
+
     /// Opens the log in `dir`, creating it first if there is none.
     pub fn open_or_init(
         dir: &Path,
@@ -207,6 +225,15 @@ impl Twinlog {
     /// A side value written by [`Twinlog::append_with`].
     pub fn side_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PipelineError> {
         Ok(self.log.side_get(key)?)
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The vault: the key escrow takes its changes.
+    pub fn vault_mut(&mut self) -> &mut Vault {
+        &mut self.vault
     }
 
     pub fn state(&self) -> &State {

@@ -27,7 +27,9 @@ use sha2::Digest;
 use tokio::sync::watch;
 use twinlog_bus::{key_for_partition, Bus, BusError, BusRecord, OutRecord, Topic};
 use twinlog_proto::v1::{ingest_event::Kind, ClockTick, Envelope, IngestEvent, Source, Unknown};
+use twinlog_vault::EscrowEntry;
 
+use crate::escrow::{Escrow, EscrowError};
 use crate::pipeline::{PipelineError, Twinlog};
 use crate::AppendReport;
 
@@ -51,7 +53,7 @@ pub const TICK_INTERVAL_MS_DEFAULT: u64 = 60_000;
 const _: () = assert!(RUN_BATCH_INPUTS_MAX <= crate::APPEND_BATCH_INPUTS_MAX);
 
 /// Side key under which a shard stores the next offset of an input topic.
-fn offset_key(topic: Topic) -> Vec<u8> {
+pub(crate) fn offset_key(topic: Topic) -> Vec<u8> {
     format!("offset/{}", topic.suffix()).into_bytes()
 }
 
@@ -88,13 +90,24 @@ pub enum RunnerError {
     },
     #[error(
         "audit shard {partition}: the audit topic holds {published} records but the local log only {size}; \
-         the local shard is behind its changelog (restore the shard directory, or point the engine at the \
-         directory that produced this topic)"
+         the local shard is behind its changelog (configure the master key (--master-key-file) so the \
+         engine restores it from the topics, or point the engine at the directory that produced this topic)"
     )]
     AuditAhead {
         partition: u32,
         published: u64,
         size: u64,
+    },
+    #[error(transparent)]
+    Escrow(#[from] EscrowError),
+    #[error("audit shard {partition}: cannot restore it from the topics: {reason}")]
+    Restore { partition: u32, reason: String },
+    #[error("audit shard {partition}: failed to restore it in {dir}")]
+    RestoreIo {
+        partition: u32,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -120,6 +133,8 @@ pub struct RunnerMetrics {
     tree_size: Family<Vec<(String, String)>, Gauge>,
     lag: Family<Vec<(String, String)>, Gauge>,
     shards_owned: Gauge,
+    pub(crate) restores: Counter,
+    pub(crate) restored_records: Counter,
 }
 
 impl RunnerMetrics {
@@ -134,8 +149,20 @@ impl RunnerMetrics {
             tree_size: Family::default(),
             lag: Family::default(),
             shards_owned: Gauge::default(),
+            restores: Counter::default(),
+            restored_records: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("twinlog_engine");
+        r.register(
+            "restores",
+            "Audit shards rebuilt from the audit and keys topics",
+            m.restores.clone(),
+        );
+        r.register(
+            "restored_records",
+            "Audit records re-appended from the audit topic by restores",
+            m.restored_records.clone(),
+        );
         r.register(
             "inputs",
             "Bus records folded, by input topic",
@@ -203,6 +230,12 @@ pub struct Shard {
     /// Records of this shard known to be on the audit topic.
     audit_published: Option<u64>,
     publish_audit: bool,
+    /// Where the shard's key material goes before its records are
+    /// published, with the tree size whose checkpoint the escrow holds.
+    escrow: Option<(Arc<Escrow>, u64)>,
+    /// A tree size whose records are all on the audit topic and whose
+    /// checkpoint the next escrow publish carries.
+    checkpoint_due: Option<u64>,
 }
 
 impl Shard {
@@ -244,7 +277,87 @@ impl Shard {
             more: [false; 5],
             audit_published: None,
             publish_audit,
+            escrow: None,
+            checkpoint_due: None,
         })
+    }
+
+    /// Escrows the shard's key material from now on: everything at the next
+    /// publish (the signing key and a full snapshot of the vault), then what
+    /// changes, always before the records that need it.
+    pub fn with_escrow(mut self, escrow: Arc<Escrow>) -> Shard {
+        self.twinlog.vault_mut().track_changes();
+        self.escrow = Some((escrow, 0));
+        self
+    }
+
+    /// Crypto-shreds a customer of this shard (see [`Twinlog::forget`]);
+    /// the next publish tombstones the key on the keys topic before it
+    /// publishes the erasure record.
+    pub fn forget(&mut self, identity: &str) -> Result<Option<u64>, RunnerError> {
+        let partition = self.partition;
+        self.twinlog
+            .forget(identity)
+            .map_err(|source| RunnerError::Append { partition, source })
+    }
+
+    /// Publishes what the shard owes the keys and audit topics, now.
+    pub async fn publish<B: Bus>(&mut self, bus: &B) -> Result<StepReport, RunnerError> {
+        let mut step = StepReport::default();
+        self.publish_audit(bus, None, &mut step).await?;
+        Ok(step)
+    }
+
+    /// Publishes the key material changed since the last call (all of it
+    /// the first time), and the checkpoint of records already on the audit
+    /// topic.
+    async fn publish_escrow(&mut self) -> Result<(), RunnerError> {
+        let Some((escrow, _)) = &self.escrow else {
+            return Ok(());
+        };
+        let escrow = Arc::clone(escrow);
+        let partition = self.partition;
+        let append_error = |source: PipelineError| RunnerError::Append { partition, source };
+        let changes = self
+            .twinlog
+            .vault_mut()
+            .take_changes()
+            .map_err(|e| append_error(e.into()))?;
+        let mut entries = changes.entries;
+        if changes.snapshot {
+            // A full snapshot: the signing key goes with it.
+            let signer = self
+                .twinlog
+                .log()
+                .signer_key()
+                .map_err(|e| append_error(e.into()))?;
+            entries.push(EscrowEntry::signer(signer));
+        }
+        let due = self.checkpoint_due.take();
+        if let Some(size) = due {
+            if let Some(note) = self
+                .twinlog
+                .log()
+                .checkpoint_at(size)
+                .map_err(|e| append_error(e.into()))?
+            {
+                entries.push(EscrowEntry::Checkpoint(note));
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = escrow.publish(partition, &entries).await {
+            // What was taken may not be on the topic: send everything again
+            // next time.
+            self.twinlog.vault_mut().track_changes();
+            self.checkpoint_due = due;
+            return Err(error.into());
+        }
+        if let (Some(size), Some((_, escrowed))) = (due, &mut self.escrow) {
+            *escrowed = size;
+        }
+        Ok(())
     }
 
     pub fn partition(&self) -> u32 {
@@ -253,6 +366,11 @@ impl Shard {
 
     pub fn twinlog(&self) -> &Twinlog {
         &self.twinlog
+    }
+
+    /// How many customer keys the shard's vault has issued.
+    pub fn twinlog_ratchet_index(&self) -> u64 {
+        self.twinlog.vault().ratchet_index()
     }
 
     /// The next offset to fold, per input topic in rank order.
@@ -418,6 +536,8 @@ impl Shard {
         metrics: Option<&RunnerMetrics>,
         step: &mut StepReport,
     ) -> Result<(), RunnerError> {
+        // Key material first, whether or not there are records to publish.
+        self.publish_escrow().await?;
         if !self.publish_audit {
             return Ok(());
         }
@@ -476,6 +596,9 @@ impl Shard {
                     });
                 }
             }
+        }
+        if self.escrow.as_ref().is_some_and(|(_, at)| *at < published) {
+            self.checkpoint_due = Some(published);
         }
         self.audit_published = Some(published);
         Ok(())
@@ -540,7 +663,11 @@ pub fn now_ms() -> i64 {
 
 /// Retries a bus call with backoff for up to [`BUS_RETRY_MS_MAX`];
 /// overload and transient errors are expected while a broker restarts.
-async fn retry<T, F, Fut>(partition: u32, what: &str, mut call: F) -> Result<T, RunnerError>
+pub(crate) async fn retry<T, F, Fut>(
+    partition: u32,
+    what: &str,
+    mut call: F,
+) -> Result<T, RunnerError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BusError>>,

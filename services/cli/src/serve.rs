@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use twinlog_bus::{Bus, EmbeddedBus, EmbeddedConfig, GroupEvent, KafkaBus, Membership};
 
 use crate::config::Settings;
+use crate::escrow::Escrow;
+use crate::restore::open_shard;
 use crate::runner::{run_shard, RunConfig, RunnerError, RunnerMetrics, Shard};
 
 /// How long a new owner retries opening a shard whose previous owner is
@@ -71,6 +73,8 @@ pub enum ServeError {
     UnknownShard { partition: u32, partitions: u32 },
     #[error("a service task panicked")]
     Panicked,
+    #[error("failed to start the key escrow")]
+    Escrow(#[source] crate::escrow::EscrowError),
 }
 
 /// Health and readiness, shared with the HTTP handlers.
@@ -141,7 +145,16 @@ pub async fn serve(
             },
         )
         .map_err(|source| ServeError::EmbeddedBus { path, source })?;
-        serve_on(Arc::new(bus), settings, roles, shutdown, on_listening, None).await
+        serve_on(
+            Arc::new(bus),
+            settings,
+            roles,
+            shutdown,
+            on_listening,
+            None,
+            None,
+        )
+        .await
     } else {
         let bus = KafkaBus::connect(&settings.kafka, &settings.topic_prefix)
             .await
@@ -150,6 +163,21 @@ pub async fn serve(
                 source,
             })?;
         let bus = Arc::new(bus);
+        let escrow = match (&settings.master_key_file, roles.engine) {
+            (Some(file), true) => Some(Arc::new(
+                Escrow::connect(&settings.kafka, &settings.topic_prefix, file)
+                    .await
+                    .map_err(ServeError::Escrow)?,
+            )),
+            (None, true) => {
+                tracing::warn!(
+                    message = "no master key (--master-key-file): shards' key material is not \
+                               escrowed, so a shard can move only to an engine that reaches its directory"
+                );
+                None
+            }
+            _ => None,
+        };
         // Without a fixed shard list, engines split the shards through a
         // consumer group.
         let membership = if roles.engine && !roles.drain && settings.shards.is_empty() {
@@ -172,10 +200,14 @@ pub async fn serve(
             shutdown,
             on_listening,
             membership,
+            escrow.clone(),
         )
         .await;
         if let Ok(bus) = Arc::try_unwrap(bus) {
             bus.close(Duration::from_millis(SHUTDOWN_WAIT_MS)).await;
+        }
+        if let Some(escrow) = escrow.and_then(|e| Arc::try_unwrap(e).ok()) {
+            escrow.close(Duration::from_millis(SHUTDOWN_WAIT_MS)).await;
         }
         result
     }
@@ -189,6 +221,7 @@ pub async fn serve_on<B: Bus>(
     mut shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(std::net::SocketAddr) + Send,
     membership: Option<Membership>,
+    escrow: Option<Arc<Escrow>>,
 ) -> Result<(), ServeError> {
     let mut registry = Registry::default();
     let health = Arc::new(Health::default());
@@ -259,6 +292,7 @@ pub async fn serve_on<B: Bus>(
             roles,
             metrics,
             running: BTreeMap::new(),
+            escrow,
         };
         let stop = stop_rx.clone();
         let health = Arc::clone(&health);
@@ -362,6 +396,9 @@ struct Supervisor<B: Bus> {
     roles: Roles,
     metrics: RunnerMetrics,
     running: BTreeMap<u32, ShardTask>,
+    /// With Kafka and a master key: shards are restored from the topics when
+    /// their directory is missing or behind, and escrow their keys.
+    escrow: Option<Arc<Escrow>>,
 }
 
 async fn next_event(membership: &mut Option<Membership>) -> Option<GroupEvent> {
@@ -468,9 +505,23 @@ impl<B: Bus> Supervisor<B> {
         let dir = self.settings.shard_dir(partition);
         let deadline = std::time::Instant::now() + Duration::from_millis(SHARD_OPEN_WAIT_MS_MAX);
         let shard = loop {
-            match tokio::task::block_in_place(|| {
-                Shard::open(&dir, partition, self.settings.audit_topic)
-            }) {
+            let opened = match &self.escrow {
+                Some(escrow) => {
+                    open_shard(
+                        self.bus.as_ref(),
+                        escrow,
+                        &dir,
+                        partition,
+                        self.settings.audit_topic,
+                        Some(&self.metrics),
+                    )
+                    .await
+                }
+                None => tokio::task::block_in_place(|| {
+                    Shard::open(&dir, partition, self.settings.audit_topic)
+                }),
+            };
+            match opened {
                 Ok(shard) => break shard,
                 // The previous owner may still hold the shard's store.
                 Err(error) if std::time::Instant::now() < deadline => {

@@ -202,6 +202,11 @@ impl std::fmt::Debug for EscrowEntry {
 }
 
 impl EscrowEntry {
+    /// The entry of a log's C2SP signer key.
+    pub fn signer(key: String) -> EscrowEntry {
+        EscrowEntry::Signer(Zeroizing::new(key))
+    }
+
     /// The entry's name in its topic key (no secret in it).
     pub fn name(&self) -> String {
         match self {

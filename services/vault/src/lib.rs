@@ -232,6 +232,15 @@ impl Changes {
     }
 }
 
+/// What [`Vault::take_changes`] returns.
+#[derive(Debug, Default)]
+pub struct EscrowChanges {
+    /// True when `entries` is all the key material ([`Vault::export`]), not
+    /// only what changed.
+    pub snapshot: bool,
+    pub entries: Vec<EscrowEntry>,
+}
+
 /// A customer key and its generation.
 type CustomerKey = (u32, Zeroizing<[u8; 32]>);
 
@@ -578,6 +587,11 @@ impl Vault {
         Ok(vault)
     }
 
+    /// The ratchet index: how many customer keys this vault has issued.
+    pub fn ratchet_index(&self) -> u64 {
+        self.ratchet.index
+    }
+
     /// The tagger under this log's pseudonym key.
     pub fn pseudonymizer(&self) -> Pseudonymizer {
         self.pseudonymizer.clone()
@@ -722,26 +736,33 @@ impl Vault {
     /// keys and forgets in the order they happened. Empty when tracking is
     /// off. What it returns must reach the escrow before any record sealed
     /// under it is published.
-    pub fn take_changes(&mut self) -> Result<Vec<EscrowEntry>, VaultError> {
+    pub fn take_changes(&mut self) -> Result<EscrowChanges, VaultError> {
         let Some(changes) = self.changes.take() else {
-            return Ok(Vec::new());
+            return Ok(EscrowChanges::default());
         };
         self.changes = Some(Changes::default());
         if changes.snapshot {
-            return self.export().inspect_err(|_| {
-                // Keep asking for the snapshot until one is taken.
-                self.changes = Some(Changes {
+            return match self.export() {
+                Ok(entries) => Ok(EscrowChanges {
                     snapshot: true,
-                    ..Changes::default()
-                });
-            });
+                    entries,
+                }),
+                Err(error) => {
+                    // Keep asking for the snapshot until one is taken.
+                    self.track_changes();
+                    Err(error)
+                }
+            };
         }
-        let mut out = Vec::with_capacity(changes.entries.len() + 1);
+        let mut entries = Vec::with_capacity(changes.entries.len() + 1);
         if let Some((index, state)) = changes.ratchet {
-            out.push(EscrowEntry::Ratchet { index, state });
+            entries.push(EscrowEntry::Ratchet { index, state });
         }
-        out.extend(changes.entries);
-        Ok(out)
+        entries.extend(changes.entries);
+        Ok(EscrowChanges {
+            snapshot: false,
+            entries,
+        })
     }
 
     /// All the key material, unwrapped: the ratchet state, the pseudonym

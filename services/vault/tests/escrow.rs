@@ -49,6 +49,8 @@ fn a_restored_vault_seals_and_opens_as_the_original_and_forgets_what_it_forgot()
     let mut topic = Topic::new();
     // The first take is a full snapshot: ratchet first.
     let first = original.take_changes().unwrap();
+    assert!(first.snapshot);
+    let first = first.entries;
     assert!(
         matches!(first[0], EscrowEntry::Ratchet { index: 0, .. }),
         "{first:?}"
@@ -58,16 +60,18 @@ fn a_restored_vault_seals_and_opens_as_the_original_and_forgets_what_it_forgot()
     let kept = original.seal(&customer(1), b"n1", b"1", b"kept").unwrap();
     let gone = original.seal(&customer(2), b"n2", b"2", b"gone").unwrap();
     let changes = original.take_changes().unwrap();
+    assert!(!changes.snapshot);
+    let changes = changes.entries;
     assert!(
         matches!(changes[0], EscrowEntry::Ratchet { index: 2, .. }),
         "the ratchet state comes before the keys it produced: {changes:?}"
     );
     assert_eq!(changes.len(), 3, "{changes:?}");
     publish(&mut topic, &master, &changes);
-    assert!(original.take_changes().unwrap().is_empty());
+    assert!(original.take_changes().unwrap().entries.is_empty());
 
     original.forget(&customer(2)).unwrap();
-    let forget = original.take_changes().unwrap();
+    let forget = original.take_changes().unwrap().entries;
     let records = escrow_records(&master, SHARD, &forget).unwrap();
     assert_eq!(records.len(), 2, "the forgotten entry, then the tombstone");
     assert!(records[0].1.is_some() && records[1].1.is_none());

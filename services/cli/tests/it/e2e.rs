@@ -849,20 +849,57 @@ async fn wait_for_metric(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
-    let _heavy = HEAVY.lock().await;
+/// A new master key file in `dir`, by `twinlog master-key new`.
+fn master_key(dir: &Path) -> PathBuf {
+    let file = dir.join("master.key");
+    let out = run(&["master-key", "new", &file.to_string_lossy()]);
+    assert!(out.starts_with("master key "), "{out}");
+    file
+}
+
+/// [`kafka_args`] with a master key: shards are restored from the topics.
+fn escrow_args(role: &str, data: &Path, bootstrap: &str, prefix: &str, key: &Path) -> Vec<String> {
+    let mut args = kafka_args(role, data, bootstrap, prefix);
+    args.extend([
+        "--master-key-file".into(),
+        key.to_string_lossy().into_owned(),
+    ]);
+    args
+}
+
+/// Kafka topics of their own (prefix and bootstrap), a master key, and two
+/// engines' data directories, in a temporary directory.
+fn two_disks(partitions: u32) -> (tempfile::TempDir, String, String, PathBuf, [PathBuf; 2]) {
     let bootstrap = broker::bootstrap().to_owned();
     let prefix = broker::prefix();
-    const PARTITIONS: u32 = 4;
-    create_topics(&bootstrap, &prefix, PARTITIONS);
+    create_topics(&bootstrap, &prefix, partitions);
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let engine_args = kafka_args("engine", &data, &bootstrap, &prefix);
+    let key = master_key(dir.path());
+    let data = [dir.path().join("a"), dir.path().join("b")];
+    (dir, bootstrap, prefix, key, data)
+}
+
+/// Size, root and verifier key of the log in `dir`, if there is one.
+fn log_facts(dir: &Path) -> Option<(u64, [u8; 32], String)> {
+    let log = twinlog_auditlog::AuditLog::open(dir).ok()?;
+    Some((
+        log.size(),
+        log.root(log.size()).expect("root"),
+        log.verifier_key().to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_with_their_own_disks_restore_each_others_shards_from_the_topics() {
+    let _heavy = HEAVY.lock().await;
+    const PARTITIONS: u32 = 4;
+    let (dir, bootstrap, prefix, key, [data_a, data_b]) = two_disks(PARTITIONS);
+    let args_a = escrow_args("engine", &data_a, &bootstrap, &prefix, &key);
+    let args_b = escrow_args("engine", &data_b, &bootstrap, &prefix, &key);
     let ingest_args = kafka_args("ingest", &dir.path().join("ingest"), &bootstrap, &prefix);
     let ingest = Service::start(&as_strs(&ingest_args));
-    let mut a = Service::start(&as_strs(&engine_args));
-    let b = Service::start(&as_strs(&engine_args));
+    let mut a = Service::start(&as_strs(&args_a));
+    let b = Service::start(&as_strs(&args_b));
     let http = reqwest::Client::new();
     let owned = "twinlog_engine_shards_owned";
     // The group splits the shards between the two engines.
@@ -880,14 +917,26 @@ async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
         16,
         acked.clone(),
     ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    // A dies: B takes over every shard.
+    // Let A fold part of the load into its shards.
+    wait_for_metric(&http, &a, "twinlog_engine_records_total", "A folds", |v| {
+        v >= 2_000.0
+    })
+    .await;
+    let a_shards: Vec<u32> = (0..PARTITIONS)
+        .filter(|p| data_a.join(format!("shards/{p}/log.json")).exists())
+        .collect();
+    assert!(!a_shards.is_empty());
+    // A dies: B restores A's shards from the topics into its own disk.
     a.kill9();
     wait_for_metric(&http, &b, owned, "B takes over A's shards", |v| {
         v == PARTITIONS as f64
     })
     .await;
-    // A comes back: B hands some shards back, live.
+    let restored = read_metric(&http, &b, "twinlog_engine_restores_total").await;
+    assert!(restored >= 1.0, "B restored A's shards: {restored}");
+    assert!(read_metric(&http, &b, "twinlog_engine_restored_records_total").await > 0.0);
+    // A comes back: B hands shards back, and A brings its stale copies up
+    // to date from the topics.
     a.restart();
     wait_for_metric(&http, &a, owned, "A rejoins", |v| v >= 1.0).await;
     wait_for_metric(&http, &b, owned, "B lets go", |v| {
@@ -899,10 +948,143 @@ async fn two_engines_share_the_shards_and_one_takes_over_when_the_other_dies() {
     ingest.stop();
     a.stop();
     b.stop();
+
+    // B's copies of the shards A owned first were restored: same origin and
+    // verifier key, and A's copies (as A left them when it died, or later)
+    // are prefixes of the same trees.
+    let verifier_keys: Vec<Option<String>> = (0..PARTITIONS)
+        .map(|p| log_facts(&data_a.join(format!("shards/{p}"))).map(|f| f.2))
+        .collect();
+    for p in &a_shards {
+        let b_copy = data_b.join(format!("shards/{p}"));
+        let facts = log_facts(&b_copy).expect("B holds a restored copy of A's shard");
+        assert_eq!(Some(facts.2), verifier_keys[*p as usize], "shard {p}");
+        verified_size(&b_copy);
+    }
+    // Fold what is left into A's disk (restoring any shard A lacks or has
+    // stale), then every event is there exactly once.
     assert_eq!(
-        drain_and_count(&engine_args, &data, PARTITIONS),
+        drain_and_count(&args_a, &data_a, PARTITIONS),
         BODIES * LOAD_PER_BODY
     );
+    for p in 0..PARTITIONS {
+        let (size, _, vkey) = log_facts(&data_a.join(format!("shards/{p}"))).expect("A's copy");
+        if let Some((b_size, b_root, b_vkey)) = log_facts(&data_b.join(format!("shards/{p}"))) {
+            assert_eq!(b_vkey, vkey, "one signing key per shard, wherever it runs");
+            assert!(b_size <= size);
+            let a_log = twinlog_auditlog::AuditLog::open(&data_a.join(format!("shards/{p}")))
+                .expect("open");
+            assert_eq!(
+                a_log.root(b_size).expect("root"),
+                b_root,
+                "shard {p}: no fork"
+            );
+        }
+    }
+}
+
+/// A customer forgotten on one engine's disk cannot be read on a shard
+/// restored from the topics elsewhere: the key's tombstone is on the keys
+/// topic, and the erasure record on the audit topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_forgotten_before_a_restore_stays_erased_on_the_restored_shard() {
+    let _heavy = HEAVY.lock().await;
+    const PARTITIONS: u32 = 2;
+    let (dir, bootstrap, prefix, key, [data_a, data_b]) = two_disks(PARTITIONS);
+    let ingest_args = kafka_args("ingest", &dir.path().join("ingest"), &bootstrap, &prefix);
+    let ingest = Service::start(&as_strs(&ingest_args));
+    let addr = Arc::new(Mutex::new(ingest.addr.clone()));
+    const BODIES: u64 = 40;
+    deliver_all(
+        addr,
+        BODIES,
+        LOAD_PER_BODY,
+        2,
+        8,
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
+    ingest.stop();
+    let args_a = escrow_args("engine", &data_a, &bootstrap, &prefix, &key);
+    drain(&args_a);
+
+    // Message 0 is from 16505550000, on the shard of body 0's number.
+    let shard = twinlog_bus::partition_for(b"106540352240000", PARTITIONS);
+    let a_shard = data_a.join(format!("shards/{shard}"));
+    let out = run(&[
+        "forget",
+        "--log",
+        &a_shard.to_string_lossy(),
+        "16505550000",
+        "--kafka",
+        &bootstrap,
+        "--topic-prefix",
+        &prefix,
+        "--master-key-file",
+        &key.to_string_lossy(),
+    ]);
+    assert!(
+        out.starts_with("forgotten; erasure recorded at seq"),
+        "{out}"
+    );
+
+    // Another engine, with an empty disk, restores every shard.
+    let args_b = escrow_args("engine", &data_b, &bootstrap, &prefix, &key);
+    assert_eq!(
+        drain_and_count(&args_b, &data_b, PARTITIONS),
+        BODIES * LOAD_PER_BODY + 1,
+        "every message and the erasure record"
+    );
+    let b_shard = data_b.join(format!("shards/{shard}"));
+    assert_eq!(log_facts(&b_shard), log_facts(&a_shard), "the same tree");
+    let (restored, original) = (
+        twinlog::Twinlog::open(&b_shard, &mut |_, _| {}).expect("open B's copy"),
+        twinlog::Twinlog::open(&a_shard, &mut |_, _| {}).expect("open A's copy"),
+    );
+    let (mut erased, mut readable) = (0, 0);
+    for seq in 0..restored.log().size() {
+        let view = restored.show(seq).expect("show");
+        assert_eq!(
+            view.personal,
+            original.show(seq).expect("show").personal,
+            "record {seq} reads the same on both copies"
+        );
+        if view.personal == serde_json::json!({ "erased": true }) {
+            erased += 1;
+            assert!(
+                !view.personal.to_string().contains("load message"),
+                "record {seq}"
+            );
+        } else if view.personal.to_string().contains("load message") {
+            readable += 1;
+        }
+    }
+    assert!(
+        erased >= 1,
+        "the forgotten customer's messages show as erased"
+    );
+    assert!(readable > 0, "the other customers' messages still read");
+    let customer = restored
+        .customer_by_identity("16505550000")
+        .expect("the customer is known on the restored shard");
+    assert!(restored.state().erased.contains_key(&customer));
+
+    // On the keys topic, the customer's key is tombstoned.
+    let master = twinlog_vault::MasterKey::load(&key).expect("master key");
+    let topic = twinlog_bus::KeysTopic::connect(&bootstrap, &prefix)
+        .await
+        .expect("keys topic");
+    let live = topic.read(shard).await.expect("read the keys topic");
+    let material = twinlog_vault::KeyMaterial::from_entries(
+        &master,
+        shard,
+        live.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .expect("unwrap");
+    assert_eq!(material.forgotten.get(&customer), Some(&1));
+    assert!(!material.keys.contains_key(&customer));
+    assert!(!material.keys.is_empty());
+    topic.close(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
