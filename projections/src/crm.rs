@@ -149,15 +149,19 @@ impl Crm {
         out.push(Change::Contact {
             customer: customer.to_vec(),
         });
-        let row = self
-            .contacts
-            .entry(customer.to_vec())
-            .or_insert_with(|| ContactRow {
+        if !self.contacts.contains_key(customer) {
+            let row = ContactRow {
                 customer: customer.to_vec(),
                 first_seen: time,
                 last_seen: time,
                 ..ContactRow::default()
-            });
+            };
+            self.contacts.insert(customer.to_vec(), row);
+        }
+        let row = self
+            .contacts
+            .get_mut(customer)
+            .expect("the contact row was just ensured");
         if time != 0 {
             if row.first_seen == 0 || time < row.first_seen {
                 row.first_seen = time;

@@ -117,16 +117,20 @@ impl Health {
         time: i64,
         out: &mut Changes,
     ) {
-        let mut changed = false;
-        let n = self.numbers.entry(id.to_string()).or_insert_with(|| {
-            changed = true;
-            NumberHealth {
+        let changed = !self.numbers.contains_key(id);
+        if changed {
+            let row = NumberHealth {
                 phone_number_id: id.to_string(),
                 connected: true,
                 limit_per_s: config.throughput_limit_per_s,
                 ..NumberHealth::default()
-            }
-        });
+            };
+            self.numbers.insert(id.to_string(), row);
+        }
+        let Some(n) = self.numbers.get_mut(id) else {
+            return;
+        };
+        let mut changed = changed;
         if !record.display_phone_number.is_empty()
             && n.display_phone_number != record.display_phone_number
         {

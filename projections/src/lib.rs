@@ -30,6 +30,9 @@
 //! # let _ = digest;
 //! ```
 //!
+//! A worker stores [`Views::snapshot_bytes`] (a `ViewsSnapshot`: the rows
+//! and the working state behind them) in the same batch as
+//! `applied_through`, and resumes with [`Views::from_snapshot_bytes`].
 //! [`Views::apply`] is idempotent: a record whose seq is not above
 //! [`Views::applied_through`] changes nothing and returns no change.
 //! It never fails: every record, however odd, is folded (unknown facts are
