@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::day::{Day, DAY_S};
+use crate::day::Day;
 use crate::ratecard::normalize_category;
 use crate::Views;
 
@@ -207,11 +207,6 @@ pub fn reconcile(views: &Views, meta: &MetaTotals, tolerance_micros: i64) -> Vec
         }
     }
     out
-}
-
-/// The unix start of a day, for writing test responses.
-pub fn day_start(day: Day) -> i64 {
-    day.0 * DAY_S
 }
 
 #[cfg(test)]
