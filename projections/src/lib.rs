@@ -137,7 +137,10 @@ pub use eligibility::{eligibility, Eligibility, EligibilityError};
 pub use health::{heartbeat_days_left, heartbeat_seconds_left};
 pub use ledger::{CountryTotal, Reason, Regime};
 pub use ratecard::{Rate, RateCard, RateCardError};
-pub use reconcile::{parse_pricing_analytics, reconcile, Discrepancy, MetaTotals, ReconcileError};
+pub use reconcile::{
+    add_totals, parse_pricing_analytics, reconcile, reconcile_totals, Discrepancy, LedgerTotals,
+    MetaTotals, ReconcileError,
+};
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT};
 
 /// The settings of the read-side rules. Durations are seconds.

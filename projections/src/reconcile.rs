@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::day::Day;
 use crate::ratecard::normalize_category;
-use crate::Views;
+use crate::{CountryTotal, Views};
 
 /// Data points in one response; a larger response is refused.
 pub const META_DATA_POINTS_MAX: usize = 1_000_000;
@@ -178,13 +178,36 @@ impl Discrepancy {
 /// all). A line is reported when volumes differ or costs differ by more
 /// than `tolerance_micros`.
 pub fn reconcile(views: &Views, meta: &MetaTotals, tolerance_micros: i64) -> Vec<Discrepancy> {
+    reconcile_totals(views.country_totals(), meta, tolerance_micros)
+}
+
+/// Per-day, per-country, per-category totals of the ledger: one shard's
+/// [`Views::country_totals`], or several shards' added up with [`add_totals`].
+pub type LedgerTotals = BTreeMap<(Day, String, String), CountryTotal>;
+
+/// Adds one shard's totals into `sum` (a business's numbers may sit on
+/// several shards; Meta reports them together).
+pub fn add_totals(sum: &mut LedgerTotals, shard: &LedgerTotals) {
+    for (key, t) in shard {
+        let s = sum.entry(key.clone()).or_default();
+        s.volume += t.volume;
+        s.billable += t.billable;
+        s.micros += t.micros;
+    }
+}
+
+/// [`reconcile`] over ledger totals.
+pub fn reconcile_totals(
+    ledger: &LedgerTotals,
+    meta: &MetaTotals,
+    tolerance_micros: i64,
+) -> Vec<Discrepancy> {
     let (Some(first), Some(last)) = (
         meta.keys().map(|k| k.0).min(),
         meta.keys().map(|k| k.0).max(),
     ) else {
         return Vec::new();
     };
-    let ledger = views.country_totals();
     let keys: BTreeSet<&(Day, String, String)> = ledger
         .keys()
         .filter(|k| k.0 >= first && k.0 <= last)

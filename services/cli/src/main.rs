@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use twinlog::Twinlog;
 use twinlog_auditlog::AuditLog;
 use twinlog_normalize::{normalize, IngestContext};
+use twinlog_projections::Day;
 use twinlog_proto::v1::{ingest_event::Kind, ClockTick, Envelope, IngestEvent, Source, Unknown};
 
 /// Files read by `append` at once; bounded so a huge glob cannot exhaust memory.
@@ -313,6 +314,42 @@ enum Command {
     MasterKey {
         #[command(subcommand)]
         command: MasterKeyCommand,
+    },
+    /// Whether WhatsApp Coexistence onboarding is supported for a business number's
+    /// market on a day, from its calling code and a dated table of unsupported
+    /// markets. Prints JSON; exits 1 when unsupported.
+    Eligibility {
+        /// The business number in international form (`+44 20 7946 0958`, `15551234567`).
+        number: String,
+        /// The day to answer for, YYYY-MM-DD [default: today, UTC].
+        #[arg(long, value_name = "DATE")]
+        on: Option<String>,
+    },
+    /// The billing ledger.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Compare the ledger's delivered API messages with Meta's estimate: a Graph API
+    /// `pricing_analytics` response (daily, by country, pricing type and category).
+    /// Prints one JSON line per (day, country, category) that differs, then a summary.
+    /// Meta's figures are approximate until the invoice: see --tolerance-micros.
+    Reconcile {
+        #[command(flatten)]
+        log: LogArg,
+        /// Meta's `pricing_analytics` response, as JSON.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The rate card the ledger prices with (CSV; see projections/ratecards/example.csv).
+        #[arg(long, value_name = "CSV")]
+        rate_card: PathBuf,
+        /// Cost differences up to this many micro-units count as agreement.
+        #[arg(long, default_value_t = 0, value_name = "MICROS")]
+        tolerance_micros: i64,
     },
 }
 
@@ -689,19 +726,7 @@ fn run(command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Verify { log } => {
-            // A services data directory holds one log per shard.
-            let shards = log.dir.join("shards");
-            let logs: Vec<PathBuf> = if !log.dir.join("log.json").exists() && shards.is_dir() {
-                let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir(&shards)
-                    .with_context(|| format!("failed to list {}", shards.display()))?
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
-                    .collect();
-                dirs.sort();
-                dirs.into_iter().map(|(_, d)| d).collect()
-            } else {
-                vec![log.dir.clone()]
-            };
+            let logs = log_dirs(&log.dir)?;
             let mut code = 0;
             for dir in &logs {
                 let l = AuditLog::open(dir).with_context(|| {
@@ -730,6 +755,36 @@ fn run(command: Command) -> Result<i32> {
             }
             Ok(code)
         }
+        Command::Eligibility { number, on } => {
+            let day = match on {
+                Some(text) => text.parse::<Day>().map_err(|e| {
+                    anyhow::anyhow!("--on {text:?} is not a date: {e} (write YYYY-MM-DD)")
+                })?,
+                None => Day::of_unix(now_ms() / 1000),
+            };
+            let answer = twinlog_projections::eligibility(&number, day).with_context(|| {
+                format!("cannot tell the market of {number:?}: give the number in international form, e.g. +44 20 7946 0958")
+            })?;
+            let json = serde_json::json!({
+                "number": number,
+                "on": day.to_string(),
+                "country": answer.country,
+                "supported": answer.supported,
+                "rule_since": answer.rule_since.map(|d| d.to_string()),
+                "note": answer.note,
+            });
+            println!("{json}");
+            Ok(if answer.supported { 0 } else { 1 })
+        }
+        Command::Billing {
+            command:
+                BillingCommand::Reconcile {
+                    log,
+                    file,
+                    rate_card,
+                    tolerance_micros,
+                },
+        } => billing_reconcile(&log.dir, &file, &rate_card, tolerance_micros),
         Command::Proof { proof } => {
             let json = match proof {
                 ProofCommand::Inclusion {
@@ -956,5 +1011,84 @@ fn append(dir: &Path, files: &[PathBuf], ingest_time_ms: i64, batch_files: u64) 
     if failed > 0 {
         bail!("{failed} file(s) could not be normalised; their hashes were recorded, fix the input and append them again");
     }
+    Ok(0)
+}
+
+/// The audit logs under `dir`: a services data directory holds one per shard
+/// (`DIR/shards/<partition>`, in partition order); otherwise `dir` is one log.
+fn log_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let shards = dir.join("shards");
+    if dir.join("log.json").exists() || !shards.is_dir() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir(&shards)
+        .with_context(|| format!("failed to list {}", shards.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    Ok(dirs.into_iter().map(|(_, d)| d).collect())
+}
+
+/// `twinlog billing reconcile`: folds every shard's records into the
+/// billing views (clear parts only: billing needs no key), adds the shards'
+/// daily country totals, and compares them with Meta's.
+fn billing_reconcile(dir: &Path, file: &Path, rate_card: &Path, tolerance: i64) -> Result<i32> {
+    let card_text = std::fs::read_to_string(rate_card)
+        .with_context(|| format!("failed to read the rate card {}", rate_card.display()))?;
+    let card = twinlog_projections::RateCard::parse(&card_text)
+        .with_context(|| format!("the rate card {} is not valid", rate_card.display()))?;
+    let meta_text = std::fs::read_to_string(file)
+        .with_context(|| format!("failed to read {}", file.display()))?;
+    let meta = twinlog_projections::parse_pricing_analytics(&meta_text).with_context(|| {
+        format!(
+            "{} is not a pricing_analytics response (GET /<WABA_ID>?fields=pricing_analytics...)",
+            file.display()
+        )
+    })?;
+    let config = twinlog_projections::Config::new(card);
+    let mut totals = twinlog_projections::LedgerTotals::new();
+    for dir in log_dirs(dir)? {
+        let log = AuditLog::open(&dir)
+            .with_context(|| format!("failed to open the audit log at {}", dir.display()))?;
+        let bar = bar(log.size(), "folding the ledger");
+        let mut views = twinlog_projections::Views::default();
+        for item in log.records(0, log.size()) {
+            let (seq, bytes) = item?;
+            let record = twinlog::pipeline::decode(seq, &bytes)?;
+            views.apply(
+                &config,
+                twinlog_projections::ProjectionInput {
+                    record: &record,
+                    personal: None,
+                },
+            );
+            bar.set_position(seq + 1);
+        }
+        bar.finish_and_clear();
+        twinlog_projections::add_totals(&mut totals, views.country_totals());
+    }
+    let lines = twinlog_projections::reconcile_totals(&totals, &meta, tolerance);
+    let mut out = std::io::stdout().lock();
+    for d in &lines {
+        let json = serde_json::json!({
+            "day": d.day.to_string(),
+            "country": d.country,
+            "category": d.category,
+            "ledger_volume": d.ledger_volume,
+            "meta_volume": d.meta_volume,
+            "ledger_micros": d.ledger_micros,
+            "meta_micros": d.meta_micros,
+            "difference_micros": d.cost_difference_micros(),
+        });
+        writeln!(out, "{json}")?;
+    }
+    let summary = serde_json::json!({
+        "days_compared": meta.keys().map(|k| k.0).collect::<std::collections::BTreeSet<_>>().len(),
+        "lines_compared": meta.len(),
+        "discrepancies": lines.len(),
+        "tolerance_micros": tolerance,
+    });
+    writeln!(out, "{summary}")?;
     Ok(0)
 }

@@ -402,3 +402,89 @@ fn tick_fires_the_heartbeat_warning() {
         "{shown}"
     );
 }
+
+#[test]
+fn eligibility_follows_the_dated_table_of_markets() {
+    let ask = |number: &str, on: &str| {
+        let out = twinlog(&["eligibility", number, "--on", on]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("eligibility prints JSON");
+        (out.status.code(), json)
+    };
+    // The UK was on the 2025-09-13 list, and supported from 2026-02-01.
+    let (code, json) = ask("+44 20 7946 0958", "2025-10-01");
+    assert_eq!(
+        (code, &json["country"], &json["supported"]),
+        (Some(1), &"GB".into(), &false.into())
+    );
+    let (code, json) = ask("442079460958", "2026-03-01");
+    assert_eq!((code, &json["supported"]), (Some(0), &true.into()));
+    // South Africa stayed unsupported.
+    let (code, json) = ask("27821234567", "2026-03-01");
+    assert_eq!((code, &json["country"]), (Some(1), &"ZA".into()));
+    // Not a number: an error that says what to give.
+    let out = twinlog(&["eligibility", "12"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("international form"));
+}
+
+#[test]
+fn billing_reconcile_compares_the_ledger_with_metas_pricing_analytics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log").to_string_lossy().into_owned();
+    // One API marketing message to a US customer, delivered on 2025-11-17 (PMP).
+    ok(&[
+        "append",
+        "--log",
+        &log,
+        &fixture("status_sent_pmp.json"),
+        &fixture("status_delivered_read.json"),
+        &fixture("inbound_text.json"),
+    ]);
+    let card =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../projections/ratecards/example.csv");
+    let card = card.to_string_lossy();
+    let reconcile = |volume: u64, cost: &str| {
+        let meta = dir.path().join(format!("meta-{volume}.json"));
+        std::fs::write(
+            &meta,
+            format!(
+                r#"{{"pricing_analytics":{{"data":[{{"data_points":[{{"start":1763337600,"end":1763424000,"country":"US","pricing_type":"REGULAR","pricing_category":"MARKETING","volume":{volume},"cost":{cost}}}]}}]}}}}"#
+            ),
+        )
+        .expect("write meta");
+        let out = ok(&[
+            "billing",
+            "reconcile",
+            "--log",
+            &log,
+            &meta.to_string_lossy(),
+            "--rate-card",
+            &card,
+        ]);
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+            .collect::<Vec<_>>()
+    };
+    // Meta agrees: one message at the card's North America marketing rate, $0.025.
+    let lines = reconcile(1, "0.025");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["discrepancies"], 0);
+    // Meta counts two: one line, the ledger 25,000 micro-units short.
+    let lines = reconcile(2, "0.05");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (
+            &lines[0]["day"],
+            &lines[0]["country"],
+            &lines[0]["category"]
+        ),
+        (&"2025-11-17".into(), &"US".into(), &"marketing".into())
+    );
+    assert_eq!(
+        (&lines[0]["ledger_volume"], &lines[0]["meta_volume"]),
+        (&1.into(), &2.into())
+    );
+    assert_eq!(lines[0]["difference_micros"], -25_000);
+    assert_eq!(lines[1]["discrepancies"], 1);
+}
