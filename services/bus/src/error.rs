@@ -109,6 +109,17 @@ pub enum BusError {
         counts: Vec<(String, u32)>,
     },
 
+    /// Another producer with this shard's `transactional.id` initialised
+    /// after this one: another engine took the shard over. Fatal for the
+    /// producer; the shard must stop.
+    #[error("shard {partition} was taken over by another engine: fenced")]
+    Fenced { partition: u32 },
+
+    /// The transactional producer of a shard failed for good (a fatal
+    /// error other than fencing); the shard must stop and be opened again.
+    #[error("the transactional producer of shard {partition} failed for good: {detail}")]
+    ProducerFatal { partition: u32, detail: String },
+
     #[error("corrupt bus record at {topic} partition {partition} offset {offset}: {detail}")]
     Corrupt {
         topic: Topic,
@@ -127,6 +138,19 @@ impl BusError {
 
     /// True for a publish refused by a limit: retrying it cannot succeed.
     /// Nothing was written.
+    /// True when the shard's producer was fenced by a newer owner.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, BusError::Fenced { .. })
+    }
+
+    /// True when retrying the call cannot help: the shard must stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            BusError::Fenced { .. } | BusError::ProducerFatal { .. }
+        )
+    }
+
     pub fn is_limit(&self) -> bool {
         matches!(
             self,

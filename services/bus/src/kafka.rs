@@ -15,8 +15,11 @@
 //! # Writes
 //!
 //! One idempotent `FutureProducer` (`enable.idempotence=true`, `acks=all`,
-//! no transactions: their control records would take offsets and break
-//! "offsets contiguous from 0"). The bus computes each record's partition
+//! no transactions) for the input topics. The engine publishes the audit
+//! and keys topics through a transactional producer per shard instead
+//! ([`crate::txn`]), whose markers take Kafka offsets: the audit topic is
+//! therefore read by *logical* offset, the seq each record carries in a
+//! header (see below). The bus computes each record's partition
 //! with [`partition_for`] and sets it on the record, so Kafka and the
 //! embedded bus can never disagree. `publish` enqueues every record, then
 //! awaits every acknowledgement, and returns the (partition, offset) the
@@ -31,7 +34,13 @@
 //! consumer group, no offset commits: consumers keep their positions
 //! elsewhere) from a small pool, polls it in `spawn_blocking`, and puts it
 //! back with its position, so a reader that goes on from where it stopped
-//! needs no new fetch. Kafka consumers see only records below the high
+//! needs no new fetch. Readers are `read_committed`: they see only
+//! committed transactions, up to the last stable offset. On the audit
+//! topic a record's offset is its seq header ([`crate::txn::SEQ_HEADER`]);
+//! a read at seq `n` is positioned at Kafka offset `n` (at or below the
+//! record, markers only add offsets) and skips what comes before `n`; a
+//! repeated or missing seq afterwards is [`BusError::Corrupt`];
+//! `end_offset` is the seq after the last committed record. Kafka consumers see only records below the high
 //! watermark, that is, acknowledged by every in-sync replica.
 //!
 //! # Dropping clients
@@ -46,15 +55,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, Timestamp};
+use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 
+use crate::txn::SEQ_HEADER;
 use crate::{
     check_partition, check_publish, partition_for, Bus, BusError, BusRecord, OutRecord, Position,
     Topic, KEY_BYTES_MAX, PARTITIONS_MAX, PAYLOAD_BYTES_MAX, READ_BYTES_MAX, READ_RECORDS_MAX,
@@ -118,7 +128,7 @@ struct PoolInner {
 /// A consumer assigned to one topic-partition, and the offset its next
 /// poll returns, if known.
 struct Reader {
-    consumer: BaseConsumer,
+    consumer: ReaderConsumer,
     next: Option<u64>,
 }
 
@@ -448,8 +458,15 @@ impl Bus for KafkaBus {
         let kafka_partition = self.kafka_partition(topic, partition)?;
         let meta = self.meta.as_ref().map(Arc::clone).ok_or(BusError::Closed)?;
         let name = self.topic_name(topic).to_owned();
+        let pool = Arc::clone(&self.pool);
         tokio::task::spawn_blocking(move || {
-            high_watermark(&meta, &name, topic, partition, kafka_partition)
+            if topic != Topic::Audit {
+                return high_watermark(&meta, &name, topic, partition, kafka_partition);
+            }
+            let mut reader = pool.take(topic, partition, &name)?;
+            let outcome = audit_end(&mut reader, &meta, &name, partition, kafka_partition);
+            pool.put(topic, partition, reader);
+            outcome
         })
         .await
         .map_err(|_| BusError::Closed)?
@@ -483,6 +500,9 @@ fn read_blocking(
         max,
         deadline,
     } = at;
+    // Just positioned at Kafka offset `offset`, at or below the record of
+    // seq `offset` on the audit topic: records before it may come first.
+    let mut seeking = reader.next != Some(offset);
     if reader.next != Some(offset) {
         // A past-the-end offset would make the fetch fail with
         // OFFSET_OUT_OF_RANGE; wait for the end to reach it instead.
@@ -523,6 +543,12 @@ fn read_blocking(
         };
         let message = match polled {
             Ok(message) => message,
+            Err(KafkaError::PartitionEOF(_)) => {
+                if records.is_empty() {
+                    continue;
+                }
+                break;
+            }
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)) => {
                 // Only a position past the end, which read avoids; retry
                 // from a fresh assignment next time.
@@ -537,7 +563,16 @@ fn read_blocking(
                 ));
             }
         };
-        let got = u64::try_from(message.offset()).ok();
+        let got = logical_offset(topic, &message);
+        if seeking
+            && topic == Topic::Audit
+            && message.partition() == kafka_partition
+            && got.is_some_and(|g| g < expected)
+        {
+            // Positioned at a Kafka offset below the seq (markers took
+            // offsets before it): skip up to it.
+            continue;
+        }
         if message.partition() != kafka_partition || got != Some(expected) {
             reader.next = None;
             return Err(BusError::Corrupt {
@@ -570,6 +605,7 @@ fn read_blocking(
                 });
             }
         };
+        seeking = false;
         payload_bytes += payload.len();
         records.push(BusRecord {
             topic,
@@ -583,6 +619,111 @@ fn read_blocking(
         reader.next = Some(expected);
     }
     Ok(records)
+}
+
+/// A record's logical offset: on the audit topic, the seq in its
+/// [`SEQ_HEADER`] (Kafka offset if it has none: written without a
+/// transaction); elsewhere its Kafka offset.
+fn logical_offset<M: Message>(topic: Topic, message: &M) -> Option<u64> {
+    if topic == Topic::Audit {
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                if header.key == SEQ_HEADER {
+                    let raw: [u8; 8] = header.value?.try_into().ok()?;
+                    return Some(u64::from_be_bytes(raw));
+                }
+            }
+        }
+    }
+    u64::try_from(message.offset()).ok()
+}
+
+/// Most Kafka offsets below the last stable offset that [`audit_end`]
+/// looks at first (then 8 times more, and so on).
+const AUDIT_END_WINDOW: i64 = 64;
+
+/// The audit topic's logical end: the seq after the last committed record,
+/// found by reading up to the last stable offset from a window below it,
+/// widened until a committed record is in it. Leaves `reader` positioned
+/// after that record. Blocking.
+fn audit_end(
+    reader: &mut Reader,
+    meta: &BaseConsumer,
+    name: &str,
+    partition: u32,
+    kafka_partition: i32,
+) -> Result<u64, BusError> {
+    let topic = Topic::Audit;
+    let context = || format!("find the end of topic {name} partition {partition}");
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let (low, lso) = loop {
+        match meta.fetch_watermarks(name, kafka_partition, REQUEST_TIMEOUT) {
+            Ok(marks) => break marks,
+            Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => return Err(BusError::kafka(context(), e)),
+        }
+    };
+    let mut window = AUDIT_END_WINDOW;
+    loop {
+        if lso <= low {
+            return Ok(0);
+        }
+        let start = lso.saturating_sub(window).max(low);
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(name, kafka_partition, Offset::Offset(start))
+            .map_err(|e| BusError::kafka(context(), e))?;
+        reader.next = None;
+        reader
+            .consumer
+            .assign(&assignment)
+            .map_err(|e| BusError::kafka(context(), e))?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let mut last: Option<u64> = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(BusError::kafka(
+                    format!(
+                        "{} (no end of partition within {REQUEST_TIMEOUT:?})",
+                        context()
+                    ),
+                    KafkaError::NoMessageReceived,
+                ));
+            }
+            match reader.consumer.poll(deadline - now) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(BusError::kafka(context(), e)),
+                Some(Ok(message)) => {
+                    let offset = message.offset();
+                    last =
+                        Some(
+                            logical_offset(topic, &message).ok_or_else(|| BusError::Corrupt {
+                                topic,
+                                partition,
+                                offset: u64::try_from(offset).unwrap_or(0),
+                                detail: "the audit record's seq header is not 8 bytes".to_owned(),
+                            })?,
+                        );
+                    if offset.saturating_add(1) >= lso {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(last) = last {
+            let end = last.saturating_add(1);
+            reader.next = None;
+            return Ok(end);
+        }
+        if start == low {
+            return Ok(0);
+        }
+        window = window.saturating_mul(8);
+    }
 }
 
 /// The high watermark (next offset, acknowledged by every in-sync replica)
@@ -648,7 +789,7 @@ impl Pool {
             }
         }
         let consumer = reader_config(&self.bootstrap)
-            .create::<BaseConsumer>()
+            .create_with_context::<_, ReaderConsumer>(ReaderContext)
             .map_err(|e| {
                 BusError::kafka(
                     format!("create a consumer for topic {name} partition {partition}"),
@@ -841,7 +982,14 @@ pub(crate) fn reader_config(bootstrap: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false")
+        // Transactional writes (the audit and keys topics, see
+        // `crate::txn`): see only committed records, up to the last
+        // stable offset; watermark requests then answer the LSO too.
+        .set("isolation.level", "read_committed")
+        // End-of-partition events: a read of a transactional topic knows
+        // it has passed the last committed record even when only markers
+        // or aborted records follow.
+        .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "100")
         .set(
             "max.partition.fetch.bytes",
@@ -857,11 +1005,28 @@ pub(crate) fn reader_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
+/// A consumer that reads topic-partitions ([`reader_config`]).
+pub(crate) type ReaderConsumer = BaseConsumer<ReaderContext>;
+
+/// The context of readers: end-of-partition events (which readers ask
+/// for, see [`reader_config`]) are results of `poll`, not errors to log.
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(message = "librdkafka error", %error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
 /// An rdkafka client to destroy off the async runtime.
 pub(crate) enum Client {
     Producer(FutureProducer),
     Consumer(Arc<BaseConsumer>),
-    Reader(BaseConsumer),
+    Reader(ReaderConsumer),
     Admin(AdminClient<DefaultClientContext>),
 }
 

@@ -26,7 +26,10 @@
 //!
 //! [`KeysTopic::publish`] sends entries to one partition, in order, with an
 //! idempotent `acks=all` producer, and returns once every one is
-//! acknowledged. [`KeysTopic::read`] reads a partition from its start to its
+//! acknowledged. On Kafka the engine publishes its shard's entries through
+//! the shard's transactional producer instead ([`crate::txn`]), in the
+//! same transaction as the audit records; [`KeysTopic::read`] reads
+//! `read_committed`, so it never sees a fenced zombie's entries. [`KeysTopic::read`] reads a partition from its start to its
 //! end offset and returns the last value of each key, tombstoned keys
 //! removed: what compaction will leave, whether or not it ran yet.
 
@@ -36,7 +39,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -44,7 +47,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::{
     dispose, is_transient, metadata_client, producer_config, reader_config, topic_counts, Client,
-    REQUEST_TIMEOUT,
+    ReaderConsumer, ReaderContext, REQUEST_TIMEOUT,
 };
 use crate::{BusError, PUBLISH_RECORDS_MAX};
 
@@ -214,7 +217,7 @@ impl KeysTopic {
         let name = self.name.clone();
         tokio::task::spawn_blocking(move || {
             let consumer = reader_config(&bootstrap)
-                .create::<BaseConsumer>()
+                .create_with_context::<_, ReaderConsumer>(ReaderContext)
                 .map_err(|e| BusError::kafka(format!("create a reader of {name}"), e))?;
             let outcome = read_partition(&consumer, &name, kafka_partition);
             dispose(vec![Client::Reader(consumer)], "keys topic reader");
@@ -248,7 +251,7 @@ impl Drop for KeysTopic {
 /// Reads one partition from its start to the end offset it had when the
 /// read began. Blocking.
 fn read_partition(
-    consumer: &BaseConsumer,
+    consumer: &ReaderConsumer,
     name: &str,
     partition: i32,
 ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, BusError> {
@@ -288,7 +291,13 @@ fn read_partition(
         let Some(polled) = consumer.poll((deadline - now).min(Duration::from_secs(1))) else {
             continue;
         };
-        let message = polled.map_err(|e| BusError::kafka(context(), e))?;
+        let message = match polled {
+            Ok(message) => message,
+            // Past the last committed entry: only transaction markers or
+            // aborted entries (see `crate::txn`) lie between it and `high`.
+            Err(KafkaError::PartitionEOF(_)) => break,
+            Err(e) => return Err(BusError::kafka(context(), e)),
+        };
         next = message.offset().saturating_add(1);
         let Some(key) = message.key() else { continue };
         match message.payload() {

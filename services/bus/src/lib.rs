@@ -36,6 +36,7 @@ pub mod kafka;
 pub mod keys;
 mod partition;
 mod topic;
+pub mod txn;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -47,6 +48,7 @@ pub use kafka::KafkaBus;
 pub use keys::KeysTopic;
 pub use partition::{key_for_partition, murmur2, partition_for};
 pub use topic::{Topic, DEFAULT_TOPIC_PREFIX};
+pub use txn::{SeqRecord, ShardProducer};
 
 /// Most records in one [`Bus::publish`]. A webhook body holds far fewer
 /// events; a history chunk of a few hundred messages fits.

@@ -93,6 +93,17 @@ impl Escrow {
     }
 
     /// The key material of shard `partition` on the topic.
+    /// `entries` as wrapped keys-topic records, for a transactional
+    /// publish (`twinlog_bus::ShardProducer::commit`).
+    pub fn records(
+        &self,
+        partition: u32,
+        entries: &[EscrowEntry],
+    ) -> Result<Vec<TopicRecord>, EscrowError> {
+        escrow_records(&self.master, partition, entries)
+            .map_err(|source| EscrowError::Vault { partition, source })
+    }
+
     pub async fn material(&self, partition: u32) -> Result<KeyMaterial, EscrowError> {
         let live = retry(partition, "read key material", || {
             self.topic.read(partition)

@@ -848,7 +848,9 @@ fn print_forget(outcome: Option<u64>) {
 
 /// Forgets a customer of shard `DIR` (`DATA/shards/<p>`) on Kafka: brings
 /// the shard up to date from the topics, forgets, then publishes the key's
-/// tombstone to the keys topic and the erasure record to the audit topic.
+/// tombstone to the keys topic and the erasure record to the audit topic,
+/// in one transaction of the shard's producer (which fences an engine that
+/// still owns the shard: run it while none does).
 fn forget_on_kafka(
     dir: &Path,
     customer: &str,
@@ -875,8 +877,13 @@ fn forget_on_kafka(
         let escrow = std::sync::Arc::new(
             twinlog::escrow::Escrow::connect(kafka, prefix, master_key_file).await?,
         );
-        let mut shard =
-            twinlog::restore::open_shard(&bus, &escrow, dir, partition, true, None).await?;
+        // The shard's transactional producer: fences an engine that still
+        // publishes this shard (a forget runs while no engine owns it).
+        let producer =
+            std::sync::Arc::new(twinlog_bus::ShardProducer::init(kafka, prefix, partition).await?);
+        let mut shard = twinlog::restore::open_shard(&bus, &escrow, dir, partition, true, None)
+            .await?
+            .with_producer(producer);
         // What the shard owes the topics, before the forget.
         shard.publish(&bus).await?;
         let outcome = shard.forget(customer)?;

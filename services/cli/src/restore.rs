@@ -25,6 +25,15 @@
 //! fired), only its `source` names the earlier tick. Every input that
 //! produced a record is past the rebuilt offsets, and is never folded twice.
 //!
+//! The topic is the truth. A local copy whose record at the last seq both
+//! hold differs from the topic's committed record forked from it: records
+//! of an engine that was fenced (see `crate::runner`, "Fencing"), appended
+//! locally but never committed, while the new owner committed others. It
+//! is moved aside to `DATA/shards/<p>.forked-<unix ms>` (kept as evidence,
+//! counted in `twinlog_engine_forks_set_aside_total`) and the shard is
+//! restored from the topics. A local copy ahead of the topic that agrees
+//! with it is kept: its further records are republished.
+//!
 //! The restore is built beside the shard (`DATA/shards/<p>.restoring`) and
 //! moved into place only once checked; a stale copy is removed (its KEK file
 //! zeroed first).
@@ -42,7 +51,8 @@ use twinlog_vault::KeyMaterial;
 use crate::escrow::Escrow;
 use crate::pipeline::{Twinlog, KEYS_DIR};
 use crate::runner::{
-    offset_key, retry, RunnerError, RunnerMetrics, Shard, READ_RECORDS_PER_TOPIC_MAX,
+    check_against_topic, offset_key, retry, RunnerError, RunnerMetrics, Shard,
+    READ_RECORDS_PER_TOPIC_MAX,
 };
 
 /// Most records re-appended per append (one fsync) during a restore.
@@ -116,6 +126,38 @@ pub async fn open_shard<B: Bus>(
             Some((index, _)) => *index > shard.twinlog_ratchet_index(),
             None => false,
         };
+        // The topic is the truth: a local copy whose record at the last
+        // seq both hold differs from the topic's forked from the committed
+        // history (a fenced engine's records) and is set aside.
+        let common = size.min(end);
+        let forked = if common > 0 {
+            match check_against_topic(bus, shard.twinlog(), partition, common - 1).await {
+                Ok(()) => false,
+                Err(RunnerError::Forked { .. }) => true,
+                Err(error) => return Err(error),
+            }
+        } else {
+            false
+        };
+        if forked {
+            drop(shard);
+            let aside = set_aside(dir, partition)?;
+            tracing::error!(
+                message = "the local copy of the audit shard forked from the audit topic's committed \
+                           history (records of an engine that was fenced); it is set aside and the shard \
+                           restored from the topics",
+                partition,
+                local_records = size,
+                audit_records = end,
+                aside = %aside.display()
+            );
+            if let Some(m) = metrics {
+                m.forks_set_aside.inc();
+            }
+            restore(bus, &material, signer, dir, partition, end, None, metrics).await?;
+            let shard = tokio::task::block_in_place(|| Shard::open(dir, partition, publish_audit))?;
+            return Ok(shard.with_escrow(Arc::clone(escrow)));
+        }
         if size >= end && !behind_keys {
             return Ok(shard.with_escrow(Arc::clone(escrow)));
         }
@@ -359,6 +401,23 @@ fn check_roots(
         }
     }
     Ok(())
+}
+
+/// Moves a forked local copy to `DATA/shards/<p>.forked-<unix ms>`, kept
+/// as evidence (with its keys: an operator examines it, then removes it).
+fn set_aside(dir: &Path, partition: u32) -> Result<PathBuf, RunnerError> {
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".forked-{}", crate::runner::now_ms()));
+    let aside = dir.with_file_name(name);
+    std::fs::rename(dir, &aside).map_err(|source| RunnerError::RestoreIo {
+        partition,
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(aside)
 }
 
 fn restoring_dir(dir: &Path) -> PathBuf {

@@ -12,6 +12,55 @@
 //! **Invariant:** the audit topic's partition `p` never runs ahead of shard
 //! `p`'s log, and holds its records at offset = seq: before publishing, the
 //! shard asks the bus where the partition ends and publishes from there.
+//!
+//! # Fencing (Kafka)
+//!
+//! On Kafka a shard publishes through its own transactional producer
+//! ([`ShardProducer`], `transactional.id = PREFIX + "shard-" + p`), which
+//! the Supervisor initialises *before* it opens (or restores) the shard:
+//! that fences every earlier owner and aborts a transaction one left open,
+//! so the committed topics are final when the new owner reads their ends.
+//! A publish is one transaction: the key material changed since the last
+//! one (keys topic), then the audit records the topic lacks (audit topic,
+//! up to [`AUDIT_TXN_RECORDS_MAX`] per transaction; the key material in
+//! the first), so keys and the records that need them become visible
+//! together. Every reader reads `read_committed`, and the audit topic's
+//! offsets are logical (the seq, carried in a header, see
+//! `twinlog_bus::txn`). A fenced producer's next call fails with
+//! [`RunnerError::Fenced`]: the shard stops at once (no further append),
+//! counts `twinlog_engine_fenced_total`, and the Supervisor releases it;
+//! its local copy may now hold records no transaction committed.
+//!
+//! Before its first publish after an open, a shard compares its record at
+//! the topic's last committed seq with the topic's: a local copy that
+//! forked from the topic (a zombie's records beyond what it committed,
+//! while another owner committed others) is never published
+//! ([`RunnerError::Forked`]); with key escrow the open already set such a
+//! copy aside and restored the topic's history (`crate::restore`).
+//!
+//! ## Crash windows
+//!
+//! - *kill -9 after the local append, before or during the commit:* the
+//!   open transaction is aborted by the next owner's `init_transactions`
+//!   (or by the broker after `transaction.timeout.ms`); readers never saw
+//!   it. The local log is ahead of the committed topic with the input
+//!   offsets stored with its records. Restarted on the same disk, the shard
+//!   finds the topic's logical end (last committed seq + 1) and republishes
+//!   the local records from there, in a new transaction: exactly once.
+//!   Taken over by an engine without that disk, the shard is restored from
+//!   the committed topics; its input offsets come from the committed
+//!   records, so the inputs of the lost records are folded again, once.
+//! - *kill -9 after the commit, before the next batch:* local log and topic
+//!   agree; the next owner resumes from the local offsets or the restored
+//!   ones; nothing is published twice, since publishing starts at the
+//!   topic's end.
+//! - *commit outcome unknown (a timeout):* the shard forgets where the
+//!   topic ends and asks again before its next publish.
+//! - *a zombie:* it appends at most the batch it was folding when it was
+//!   paused; its next transactional call is fenced and it stops. If the
+//!   shard comes back to it, the open sees the fork (or, if the topic is
+//!   behind but agrees, publishes the records, which are a valid
+//!   continuation of the committed history).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -25,7 +74,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use sha2::Digest;
 use tokio::sync::watch;
-use twinlog_bus::{key_for_partition, Bus, BusError, BusRecord, OutRecord, Topic};
+use twinlog_bus::{
+    key_for_partition, Bus, BusError, BusRecord, OutRecord, SeqRecord, ShardProducer, Topic,
+};
 use twinlog_proto::v1::{ingest_event::Kind, ClockTick, Envelope, IngestEvent, Source, Unknown};
 use twinlog_vault::EscrowEntry;
 
@@ -43,6 +94,10 @@ pub const READ_RECORDS_PER_TOPIC_MAX: usize = 1_024;
 pub const IDLE_WAIT_MS: u64 = 20;
 /// Audit records published per bus publish.
 pub const AUDIT_PUBLISH_RECORDS_MAX: usize = 1_024;
+/// Most audit records in one transaction of a shard's producer (Kafka):
+/// a commit costs round trips to the transaction coordinator, so one
+/// transaction carries a whole batch's records.
+pub const AUDIT_TXN_RECORDS_MAX: usize = 16_384;
 /// How long a failing bus call is retried (a broker restart, a leader
 /// election) before the shard gives up and the process exits, to be
 /// restarted from its stored offsets.
@@ -98,6 +153,13 @@ pub enum RunnerError {
         published: u64,
         size: u64,
     },
+    #[error("shard {partition} was taken over by another engine: fenced")]
+    Fenced { partition: u32 },
+    #[error(
+        "audit shard {partition}: the local record at seq {seq} differs from the audit topic's: \
+         the local copy forked from the committed history (a fenced engine's records); it is not published"
+    )]
+    Forked { partition: u32, seq: u64 },
     #[error(transparent)]
     Escrow(#[from] EscrowError),
     #[error("audit shard {partition}: cannot restore it from the topics: {reason}")]
@@ -135,6 +197,8 @@ pub struct RunnerMetrics {
     shards_owned: Gauge,
     pub(crate) restores: Counter,
     pub(crate) restored_records: Counter,
+    pub(crate) fenced: Counter,
+    pub(crate) forks_set_aside: Counter,
 }
 
 impl RunnerMetrics {
@@ -151,6 +215,8 @@ impl RunnerMetrics {
             shards_owned: Gauge::default(),
             restores: Counter::default(),
             restored_records: Counter::default(),
+            fenced: Counter::default(),
+            forks_set_aside: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("twinlog_engine");
         r.register(
@@ -162,6 +228,16 @@ impl RunnerMetrics {
             "restored_records",
             "Audit records re-appended from the audit topic by restores",
             m.restored_records.clone(),
+        );
+        r.register(
+            "fenced",
+            "Audit shards stopped because another engine took them over (their producer was fenced)",
+            m.fenced.clone(),
+        );
+        r.register(
+            "forks_set_aside",
+            "Local shard copies that forked from the audit topic's committed history, set aside at open",
+            m.forks_set_aside.clone(),
         );
         r.register(
             "inputs",
@@ -236,6 +312,12 @@ pub struct Shard {
     /// A tree size whose records are all on the audit topic and whose
     /// checkpoint the next escrow publish carries.
     checkpoint_due: Option<u64>,
+    /// On Kafka: the shard's transactional producer; every publish of key
+    /// material and audit records is one transaction of it.
+    producer: Option<Arc<ShardProducer>>,
+    /// Whether the local copy was checked against the topic's last
+    /// committed record since the open.
+    checked: bool,
 }
 
 impl Shard {
@@ -279,6 +361,8 @@ impl Shard {
             publish_audit,
             escrow: None,
             checkpoint_due: None,
+            producer: None,
+            checked: false,
         })
     }
 
@@ -288,6 +372,13 @@ impl Shard {
     pub fn with_escrow(mut self, escrow: Arc<Escrow>) -> Shard {
         self.twinlog.vault_mut().track_changes();
         self.escrow = Some((escrow, 0));
+        self
+    }
+
+    /// Publishes through `producer` (Kafka): key material and audit records
+    /// in transactions that a newer owner fences.
+    pub fn with_producer(mut self, producer: Arc<ShardProducer>) -> Shard {
+        self.producer = Some(producer);
         self
     }
 
@@ -317,6 +408,44 @@ impl Shard {
         };
         let escrow = Arc::clone(escrow);
         let partition = self.partition;
+        let Some((entries, due)) = self.take_escrow_entries()? else {
+            return Ok(());
+        };
+        if let Err(error) = escrow.publish(partition, &entries).await {
+            // What was taken may not be on the topic: send everything again
+            // next time.
+            self.escrow_failed(due);
+            return Err(error.into());
+        }
+        self.escrow_done(due);
+        Ok(())
+    }
+
+    /// What was taken may not be on the topic: send everything again next
+    /// time.
+    fn escrow_failed(&mut self, due: Option<u64>) {
+        if self.escrow.is_some() {
+            self.twinlog.vault_mut().track_changes();
+            self.checkpoint_due = due;
+        }
+    }
+
+    fn escrow_done(&mut self, due: Option<u64>) {
+        if let (Some(size), Some((_, escrowed))) = (due, &mut self.escrow) {
+            *escrowed = size;
+        }
+    }
+
+    /// The key material changed since the last call (all of it the first
+    /// time) and the due checkpoint, or `None` if there is nothing to send.
+    #[allow(clippy::type_complexity)]
+    fn take_escrow_entries(
+        &mut self,
+    ) -> Result<Option<(Vec<EscrowEntry>, Option<u64>)>, RunnerError> {
+        if self.escrow.is_none() {
+            return Ok(None);
+        }
+        let partition = self.partition;
         let append_error = |source: PipelineError| RunnerError::Append { partition, source };
         let changes = self
             .twinlog
@@ -345,19 +474,10 @@ impl Shard {
             }
         }
         if entries.is_empty() {
-            return Ok(());
+            // Nothing taken but the checkpoint, which had no note.
+            return Ok(None);
         }
-        if let Err(error) = escrow.publish(partition, &entries).await {
-            // What was taken may not be on the topic: send everything again
-            // next time.
-            self.twinlog.vault_mut().track_changes();
-            self.checkpoint_due = due;
-            return Err(error.into());
-        }
-        if let (Some(size), Some((_, escrowed))) = (due, &mut self.escrow) {
-            *escrowed = size;
-        }
-        Ok(())
+        Ok(Some((entries, due)))
     }
 
     pub fn partition(&self) -> u32 {
@@ -536,6 +656,11 @@ impl Shard {
         metrics: Option<&RunnerMetrics>,
         step: &mut StepReport,
     ) -> Result<(), RunnerError> {
+        if let Some(producer) = self.producer.clone() {
+            return self
+                .publish_transactional(bus, &producer, metrics, step)
+                .await;
+        }
         // Key material first, whether or not there are records to publish.
         self.publish_escrow().await?;
         if !self.publish_audit {
@@ -544,15 +669,7 @@ impl Shard {
         let partition = self.partition;
         let size = self.twinlog.log().size();
         // Unknown until this publish completes.
-        let mut published = match self.audit_published.take() {
-            Some(n) => n,
-            None => {
-                retry(partition, "find the end of the audit topic", || {
-                    bus.end_offset(Topic::Audit, partition)
-                })
-                .await?
-            }
-        };
+        let mut published = self.audit_end(bus).await?;
         if published > size {
             return Err(RunnerError::AuditAhead {
                 partition,
@@ -604,6 +721,127 @@ impl Shard {
         Ok(())
     }
 
+    /// The audit topic's logical end (its records of this shard), known or
+    /// asked; the first time after an open, the local record before it is
+    /// checked against the topic's.
+    async fn audit_end<B: Bus>(&mut self, bus: &B) -> Result<u64, RunnerError> {
+        let partition = self.partition;
+        if let Some(n) = self.audit_published.take() {
+            return Ok(n);
+        }
+        let end = retry(partition, "find the end of the audit topic", || {
+            bus.end_offset(Topic::Audit, partition)
+        })
+        .await?;
+        if !self.checked && end > 0 && end <= self.twinlog.log().size() {
+            check_against_topic(bus, &self.twinlog, partition, end - 1).await?;
+        }
+        self.checked = true;
+        Ok(end)
+    }
+
+    /// [`Self::publish_audit`] through the shard's transactional producer:
+    /// key material and audit records in transactions (see the module
+    /// documentation).
+    async fn publish_transactional<B: Bus>(
+        &mut self,
+        bus: &B,
+        producer: &ShardProducer,
+        metrics: Option<&RunnerMetrics>,
+        step: &mut StepReport,
+    ) -> Result<(), RunnerError> {
+        let partition = self.partition;
+        let size = self.twinlog.log().size();
+        let mut published = if self.publish_audit {
+            self.audit_end(bus).await?
+        } else {
+            size
+        };
+        if published > size {
+            return Err(RunnerError::AuditAhead {
+                partition,
+                published,
+                size,
+            });
+        }
+        let taken = self.take_escrow_entries()?;
+        let mut keys = match (&taken, &self.escrow) {
+            (Some((entries, _)), Some((escrow, _))) => match escrow.records(partition, entries) {
+                Ok(records) => records,
+                Err(error) => {
+                    self.escrow_failed(taken.and_then(|(_, due)| due));
+                    return Err(error.into());
+                }
+            },
+            _ => Vec::new(),
+        };
+        let due = taken.and_then(|(_, due)| due);
+        let key = key_for_partition(partition, bus.partitions());
+        let mut first = true;
+        while first || published < size {
+            first = false;
+            let end = size.min(published + AUDIT_TXN_RECORDS_MAX as u64);
+            let mut out = Vec::new();
+            for item in self.twinlog.log().records(published, end) {
+                let (seq, leaf) = item.map_err(|e| RunnerError::Append {
+                    partition,
+                    source: e.into(),
+                })?;
+                out.push(SeqRecord {
+                    seq,
+                    record: OutRecord {
+                        topic: Topic::Audit,
+                        key: key.clone(),
+                        payload: leaf,
+                        timestamp_ms: now_ms(),
+                    },
+                });
+            }
+            if keys.is_empty() && out.is_empty() {
+                break;
+            }
+            let n = out.len() as u64;
+            if let Err(error) = producer.commit(&keys, &out).await {
+                // The outcome may be unknown: the next call asks the bus
+                // where the topic ends, and sends the key material again.
+                self.escrow_failed(due);
+                return Err(match error {
+                    BusError::Fenced { .. } => {
+                        if let Some(m) = metrics {
+                            m.fenced.inc();
+                        }
+                        tracing::error!(
+                            message =
+                                "audit shard was taken over by another engine: fenced; stopping it",
+                            partition
+                        );
+                        RunnerError::Fenced { partition }
+                    }
+                    source => RunnerError::Bus {
+                        partition,
+                        what: "commit key material and audit records".into(),
+                        attempts: 1,
+                        source,
+                    },
+                });
+            }
+            keys.clear();
+            published += n;
+            step.audit_published += n;
+            if let Some(m) = metrics {
+                m.audit_published.inc_by(n);
+            }
+        }
+        self.escrow_done(due);
+        if self.escrow.as_ref().is_some_and(|(_, at)| *at < published) {
+            self.checkpoint_due = Some(published);
+        }
+        if self.publish_audit {
+            self.audit_published = Some(published);
+        }
+        Ok(())
+    }
+
     /// Input records on the bus that this shard has not folded yet.
     pub async fn lag<B: Bus>(&self, bus: &B) -> Result<u64, RunnerError> {
         let mut lag = 0;
@@ -615,6 +853,38 @@ impl Shard {
             lag += end.saturating_sub(self.next[usize::from(topic.rank())]);
         }
         Ok(lag)
+    }
+}
+
+/// Checks that the local record at `seq` is the audit topic's committed
+/// record at `seq` ([`RunnerError::Forked`] otherwise).
+pub(crate) async fn check_against_topic<B: Bus>(
+    bus: &B,
+    twinlog: &Twinlog,
+    partition: u32,
+    seq: u64,
+) -> Result<(), RunnerError> {
+    let local = match twinlog.log().records(seq, seq + 1).next() {
+        Some(Ok((_, leaf))) => leaf,
+        Some(Err(e)) => {
+            return Err(RunnerError::Append {
+                partition,
+                source: e.into(),
+            })
+        }
+        None => return Ok(()),
+    };
+    let topic = retry(partition, "read the audit topic", || {
+        bus.read(Topic::Audit, partition, seq, 1, Duration::from_secs(5))
+    })
+    .await?;
+    match topic.first() {
+        Some(record) if record.offset == seq && record.payload == local => Ok(()),
+        Some(_) => Err(RunnerError::Forked { partition, seq }),
+        None => Err(RunnerError::Restore {
+            partition,
+            reason: format!("the audit topic did not return its record {seq}"),
+        }),
     }
 }
 

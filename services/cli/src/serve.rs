@@ -16,7 +16,9 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use tokio::sync::watch;
 
-use twinlog_bus::{Bus, EmbeddedBus, EmbeddedConfig, GroupEvent, KafkaBus, Membership};
+use twinlog_bus::{
+    Bus, EmbeddedBus, EmbeddedConfig, GroupEvent, KafkaBus, Membership, ShardProducer,
+};
 
 use crate::config::Settings;
 use crate::escrow::Escrow;
@@ -483,6 +485,15 @@ impl<B: Bus> Supervisor<B> {
             if let Some((_, handle)) = self.running.remove(&partition) {
                 match handle.await {
                     Ok(Ok(_)) => {}
+                    Ok(Err(RunnerError::Fenced { partition })) => {
+                        // Another engine owns it now: release it. Its local
+                        // copy is checked (and, with escrow, restored from
+                        // the topics) if it is ever assigned back.
+                        tracing::warn!(
+                            message = "audit shard released: it was taken over by another engine (fenced)",
+                            partition
+                        );
+                    }
                     Ok(Err(error)) => return Err(ServeError::Runner(error)),
                     Err(_) => return Err(ServeError::Panicked),
                 }
@@ -505,6 +516,32 @@ impl<B: Bus> Supervisor<B> {
         let dir = self.settings.shard_dir(partition);
         let deadline = std::time::Instant::now() + Duration::from_millis(SHARD_OPEN_WAIT_MS_MAX);
         let shard = loop {
+            // On Kafka, fence every earlier owner first: then the committed
+            // topics are final when the open reads their ends.
+            let producer = if self.fencing() {
+                match ShardProducer::init(
+                    &self.settings.kafka,
+                    &self.settings.topic_prefix,
+                    partition,
+                )
+                .await
+                {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(error) if std::time::Instant::now() < deadline => {
+                        tracing::warn!(message = "shard producer not available yet; retrying", partition, %error);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(ServeError::Kafka {
+                            bootstrap: self.settings.kafka.clone(),
+                            source,
+                        })
+                    }
+                }
+            } else {
+                None
+            };
             let opened = match &self.escrow {
                 Some(escrow) => {
                     open_shard(
@@ -522,7 +559,10 @@ impl<B: Bus> Supervisor<B> {
                 }),
             };
             match opened {
-                Ok(shard) => break shard,
+                Ok(shard) => match producer {
+                    Some(p) => break shard.with_producer(p),
+                    None => break shard,
+                },
                 // The previous owner may still hold the shard's store.
                 Err(error) if std::time::Instant::now() < deadline => {
                     tracing::warn!(message = "audit shard not available yet; retrying", partition, %error);
@@ -552,6 +592,12 @@ impl<B: Bus> Supervisor<B> {
         self.metrics.set_shards_owned(self.running.len());
         tracing::info!(message = "audit shard started", partition);
         Ok(())
+    }
+
+    /// Whether shards publish through transactional producers (Kafka, with
+    /// the audit topic on).
+    fn fencing(&self) -> bool {
+        !self.settings.kafka.is_empty() && self.settings.audit_topic
     }
 
     /// Stops a shard and waits until its store is closed.

@@ -464,3 +464,121 @@ async fn published_records_read_back_with_kafkas_java_client() {
         );
     }
 }
+
+fn audit_record(bus: &KafkaBus, partition: u32, seq: u64, body: &str) -> twinlog_bus::SeqRecord {
+    twinlog_bus::SeqRecord {
+        seq,
+        record: OutRecord {
+            topic: Topic::Audit,
+            key: twinlog_bus::key_for_partition(partition, bus.partitions()),
+            payload: body.as_bytes().to_vec(),
+            timestamp_ms: 1_700_000_000_000,
+        },
+    }
+}
+
+/// The audit records of partition `p` from seq `from` to `end`, by as many
+/// reads as it takes (a read returns what has arrived).
+async fn read_audit(bus: &KafkaBus, p: u32, from: u64, end: u64) -> Vec<twinlog_bus::BusRecord> {
+    let mut out: Vec<twinlog_bus::BusRecord> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while from + (out.len() as u64) < end {
+        assert!(Instant::now() < deadline, "read {} of {end}", out.len());
+        let next = from + out.len() as u64;
+        out.extend(
+            bus.read(Topic::Audit, p, next, 100, Duration::from_secs(1))
+                .await
+                .expect("read"),
+        );
+    }
+    out
+}
+
+/// Two transactional producers of one shard: once the second has
+/// initialised, the first one's commit fails as fenced and nothing it sent
+/// becomes visible to a read_committed reader; the audit topic is read by
+/// seq (logical offsets), whatever the markers between records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_shard_producer_fences_the_first() {
+    use twinlog_bus::ShardProducer;
+    let bus = fresh().await;
+    let (boot, prefix) = (bootstrap(), bus.prefix().to_owned());
+    let p = 2;
+    let keys = KeysTopic::connect(boot, &prefix).await.expect("keys");
+    let first = ShardProducer::init(boot, &prefix, p)
+        .await
+        .expect("init first");
+    for seq in 0..3 {
+        first
+            .commit(
+                &[(format!("k{seq}").into_bytes(), Some(b"v".to_vec()))],
+                &[audit_record(&bus, p, seq, &format!("a{seq}"))],
+            )
+            .await
+            .expect("the owner commits");
+    }
+    assert_eq!(bus.end_offset(Topic::Audit, p).await.expect("end"), 3);
+
+    let second = ShardProducer::init(boot, &prefix, p)
+        .await
+        .expect("init second");
+    let fenced = first
+        .commit(
+            &[(b"zombie".to_vec(), Some(b"z".to_vec()))],
+            &[audit_record(&bus, p, 3, "zombie")],
+        )
+        .await
+        .expect_err("the first producer must be fenced");
+    assert!(fenced.is_fenced(), "not fenced: {fenced:?}");
+    assert_eq!(
+        fenced.to_string(),
+        format!("shard {p} was taken over by another engine: fenced")
+    );
+    // Nothing of the zombie is visible.
+    assert_eq!(bus.end_offset(Topic::Audit, p).await.expect("end"), 3);
+    assert!(!keys
+        .read(p)
+        .await
+        .expect("read keys")
+        .contains_key(&b"zombie"[..]));
+
+    // The new owner continues at seq 3, in two transactions.
+    second
+        .commit(
+            &[],
+            &[
+                audit_record(&bus, p, 3, "b3"),
+                audit_record(&bus, p, 4, "b4"),
+            ],
+        )
+        .await
+        .expect("the new owner commits");
+    second
+        .commit(&[(b"k9".to_vec(), None)], &[audit_record(&bus, p, 5, "b5")])
+        .await
+        .expect("the new owner commits again");
+    assert_eq!(bus.end_offset(Topic::Audit, p).await.expect("end"), 6);
+    let read = read_audit(&bus, p, 0, 6).await;
+    let got: Vec<(u64, String)> = read
+        .iter()
+        .map(|r| (r.offset, String::from_utf8_lossy(&r.payload).into_owned()))
+        .collect();
+    let want: Vec<(u64, String)> = ["a0", "a1", "a2", "b3", "b4", "b5"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u64, (*s).to_owned()))
+        .collect();
+    assert_eq!(got, want);
+    // A cold read from the middle skips the markers before it.
+    let tail = read_audit(&bus, p, 4, 6).await;
+    assert_eq!(
+        tail.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let live = keys.read(p).await.expect("read keys");
+    assert!(live.contains_key(&b"k0"[..]) && !live.contains_key(&b"k9"[..]));
+    // Another partition saw none of it.
+    assert_eq!(bus.end_offset(Topic::Audit, 0).await.expect("end"), 0);
+    second.close(Duration::from_secs(10)).await;
+    first.close(Duration::from_secs(10)).await;
+}

@@ -1153,3 +1153,176 @@ async fn simulate_with_bot_and_campaigns_through_the_gateway_of_up() {
     );
     assert!(want["api_sends"].as_u64() > Some(10));
 }
+
+/// Reads partition `p` of the audit topic, committed records only, by seq:
+/// the bus refuses a gap or a repeated seq (`Corrupt`); each record must
+/// also carry its seq. Returns the payloads in seq order.
+async fn committed_audit(bus: &twinlog_bus::KafkaBus, p: u32) -> Vec<Vec<u8>> {
+    use twinlog_bus::{Bus, Topic};
+    let end = bus.end_offset(Topic::Audit, p).await.expect("audit end");
+    let mut out = Vec::new();
+    while (out.len() as u64) < end {
+        let records = bus
+            .read(
+                Topic::Audit,
+                p,
+                out.len() as u64,
+                1024,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("read shard {p}'s audit topic: {e}"));
+        assert!(
+            !records.is_empty(),
+            "shard {p}: the audit topic ends at {} of {end}",
+            out.len()
+        );
+        for r in records {
+            assert_eq!(r.offset, out.len() as u64);
+            let decoded: twinlog_proto::v1::AuditRecord =
+                prost::Message::decode(r.payload.as_slice()).expect("an audit record");
+            assert_eq!(
+                decoded.seq, r.offset,
+                "shard {p}: record at seq {} says {}",
+                r.offset, decoded.seq
+            );
+            out.push(r.payload);
+        }
+    }
+    out
+}
+
+/// A zombie engine: A owns every shard and is paused (SIGSTOP) while B
+/// takes them over after the session timeout and folds more load; A then
+/// resumes (SIGCONT). A's producers are fenced: A counts it and lets the
+/// shards go, and nothing it appended since becomes visible. The audit
+/// topic holds each shard's records once per seq, with no conflict, equal
+/// to the logs the engines verify, and every acknowledged event is in the
+/// log exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_engine_that_resumes_after_a_takeover_is_fenced() {
+    let _heavy = HEAVY.lock().await;
+    const PARTITIONS: u32 = 4;
+    const BODIES: u64 = 1_500;
+    let (dir, bootstrap, prefix, key, [data_a, data_b]) = two_disks(PARTITIONS);
+    let args_a = escrow_args("engine", &data_a, &bootstrap, &prefix, &key);
+    let args_b = escrow_args("engine", &data_b, &bootstrap, &prefix, &key);
+    let ingest_args = kafka_args("ingest", &dir.path().join("ingest"), &bootstrap, &prefix);
+    let ingest = Service::start(&as_strs(&ingest_args));
+    let a = Service::start(&as_strs(&args_a));
+    let http = reqwest::Client::new();
+    let owned = "twinlog_engine_shards_owned";
+    wait_for_metric(&http, &a, owned, "A owns every shard", |v| {
+        v == PARTITIONS as f64
+    })
+    .await;
+    let acked = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn(deliver_all(
+        Arc::new(Mutex::new(ingest.addr.clone())),
+        BODIES,
+        LOAD_PER_BODY,
+        8,
+        4,
+        acked.clone(),
+    ));
+    wait_for_metric(&http, &a, "twinlog_engine_records_total", "A folds", |v| {
+        v >= 2_000.0
+    })
+    .await;
+    let pid = a.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let b = Service::start(&as_strs(&args_b));
+    wait_for_metric(&http, &b, owned, "B takes every shard over", |v| {
+        v == PARTITIONS as f64
+    })
+    .await;
+    wait_for_metric(&http, &b, "twinlog_engine_records_total", "B folds", |v| {
+        v >= 2_000.0
+    })
+    .await;
+    signal("-CONT");
+    wait_for_metric(
+        &http,
+        &a,
+        "twinlog_engine_fenced_total",
+        "A is fenced",
+        |v| v >= 1.0,
+    )
+    .await;
+    load.await.expect("load");
+    assert_eq!(acked.load(Ordering::Relaxed), BODIES);
+    // Let B fold the rest, then stop everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ingest.stop();
+    a.stop();
+    b.stop();
+
+    // The committed audit topic, shard by shard: one record per seq.
+    let bus = twinlog_bus::KafkaBus::connect(&bootstrap, &prefix)
+        .await
+        .expect("connect");
+    let mut topic = Vec::new();
+    for p in 0..PARTITIONS {
+        topic.push(committed_audit(&bus, p).await);
+    }
+    // Every acknowledged event exactly once: fold the rest into a third
+    // disk, restored from the topics alone, and into A's (whose copies
+    // may hold records its fenced producers never committed).
+    let data_c = dir.path().join("c");
+    let args_c = escrow_args("engine", &data_c, &bootstrap, &prefix, &key);
+    assert_eq!(
+        drain_and_count(&args_c, &data_c, PARTITIONS),
+        BODIES * LOAD_PER_BODY
+    );
+    assert_eq!(
+        drain_and_count(&args_a, &data_a, PARTITIONS),
+        BODIES * LOAD_PER_BODY
+    );
+    for p in 0..PARTITIONS {
+        let shard = format!("shards/{p}");
+        let (c_size, c_root, _) = log_facts(&data_c.join(&shard)).expect("C's copy");
+        let (a_size, a_root, _) = log_facts(&data_a.join(&shard)).expect("A's copy");
+        assert_eq!(
+            (a_size, a_root),
+            (c_size, c_root),
+            "shard {p}: A and C agree"
+        );
+        // What the topic held after the engines stopped is a prefix of the
+        // final log, record for record.
+        let log = twinlog_auditlog::AuditLog::open(&data_c.join(&shard)).expect("open");
+        for (seq, payload) in topic[p as usize].iter().enumerate() {
+            let (_, leaf) = log
+                .records(seq as u64, seq as u64 + 1)
+                .next()
+                .expect("a record")
+                .expect("readable");
+            assert_eq!(
+                &leaf, payload,
+                "shard {p} seq {seq}: the topic and the log differ"
+            );
+        }
+        let final_topic = committed_audit(&bus, p).await;
+        assert_eq!(
+            final_topic.len() as u64,
+            c_size,
+            "shard {p}: topic and log sizes"
+        );
+        // B's copy is a prefix of the same tree.
+        if let Some((b_size, b_root, _)) = log_facts(&data_b.join(&shard)) {
+            assert!(b_size <= c_size);
+            assert_eq!(
+                log.root(b_size).expect("root"),
+                b_root,
+                "shard {p}: B forked"
+            );
+        }
+    }
+    bus.close(Duration::from_secs(10)).await;
+}
