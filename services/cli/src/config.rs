@@ -57,6 +57,17 @@ pub struct Settings {
     /// machines. The path only: the key itself never comes from the
     /// environment or the config file.
     pub master_key_file: Option<PathBuf>,
+    /// Bearer tokens of the query API (`/v1/...`): `SECRET`, or
+    /// `SECRET@PN1,PN2` to limit a token to some `phone_number_id`s. No
+    /// token configured: the API answers 401 to everything. Prefer the
+    /// environment (`TWINLOG_API_TOKENS='["…"]'`) to the config file.
+    pub api_tokens: Vec<String>,
+    /// The billing ledger's rate card (CSV; see
+    /// `projections/ratecards/example.csv`). None: billable messages are
+    /// counted but priced `no_rate`.
+    pub rate_card: Option<PathBuf>,
+    /// Seconds a conversation stays with a human after an app-side reply.
+    pub handoff_quiet_s: i64,
 }
 
 impl Default for Settings {
@@ -80,6 +91,9 @@ impl Default for Settings {
             tick_interval_ms: crate::runner::TICK_INTERVAL_MS_DEFAULT,
             audit_topic: true,
             master_key_file: None,
+            api_tokens: Vec::new(),
+            rate_card: None,
+            handoff_quiet_s: twinlog_projections::HANDOFF_QUIET_S_DEFAULT,
         }
     }
 }
@@ -126,6 +140,18 @@ impl Settings {
                 self.partitions
             ));
         }
+        if self.handoff_quiet_s < 0 {
+            return bad(format!(
+                "handoff_quiet_s must not be negative, not {}",
+                self.handoff_quiet_s
+            ));
+        }
+        if let Some(t) = self.api_tokens.iter().find(|t| api_token(t).is_none()) {
+            let shown: String = t.chars().take(4).collect();
+            return bad(format!(
+                "api_tokens: {shown}… is not SECRET or SECRET@PN1,PN2 (at least 16 characters of secret)"
+            ));
+        }
         if self.number_rate_per_s == 0 {
             return bad("number_rate_per_s must be at least 1".into());
         }
@@ -153,10 +179,39 @@ impl Settings {
         self.data_dir.join("ingest")
     }
 
+    /// The projection worker's view store.
+    pub fn views_dir(&self) -> PathBuf {
+        self.data_dir.join("views")
+    }
+
     /// Audit shard `p`'s log: `DATA/shards/<p>`.
     pub fn shard_dir(&self, partition: u32) -> PathBuf {
         self.data_dir.join("shards").join(partition.to_string())
     }
+}
+
+/// An API token setting: `SECRET` or `SECRET@PN1,PN2`. The secret must be
+/// at least 16 characters, so that it cannot be guessed.
+pub fn api_token(text: &str) -> Option<twinlog_query::Token> {
+    let (secret, numbers) = match text.split_once('@') {
+        Some((secret, list)) => {
+            let numbers: std::collections::BTreeSet<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if numbers.is_empty() {
+                return None;
+            }
+            (secret, Some(numbers))
+        }
+        None => (text, None),
+    };
+    (secret.chars().count() >= 16).then(|| twinlog_query::Token {
+        secret: secret.to_owned(),
+        numbers,
+    })
 }
 
 #[cfg(test)]
@@ -228,5 +283,31 @@ mod tests {
         )
         .expect_err("missing file");
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn api_tokens_are_secrets_optionally_limited_to_numbers() {
+        let all = api_token("0123456789abcdef").expect("a plain token");
+        assert_eq!(
+            (all.secret.as_str(), all.numbers),
+            ("0123456789abcdef", None)
+        );
+        let some = api_token("0123456789abcdef@PN1, PN2").expect("a scoped token");
+        assert_eq!(
+            some.numbers,
+            Some(["PN1".to_owned(), "PN2".to_owned()].into_iter().collect())
+        );
+        for bad in ["short", "0123456789abcdef@", "0123456789abcdef@,"] {
+            assert!(api_token(bad).is_none(), "{bad}");
+        }
+        let settings = Settings {
+            api_tokens: vec!["shortsecret".into()],
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("a short token is refused");
+        assert!(
+            !error.to_string().contains("shortsecret"),
+            "the secret is not echoed: {error}"
+        );
     }
 }

@@ -97,6 +97,13 @@ struct ServiceArgs {
     /// Every engine needs the same one. Also TWINLOG_MASTER_KEY_FILE.
     #[arg(long, value_name = "FILE")]
     master_key_file: Option<PathBuf>,
+    /// A bearer token of the query API: SECRET (16+ characters) or SECRET@PN1,PN2 to limit it
+    /// to some numbers; repeat for several. Prefer TWINLOG_API_TOKENS='["..."]' to the command line.
+    #[arg(long = "api-token", value_name = "TOKEN")]
+    api_tokens: Option<Vec<String>>,
+    /// The billing ledger's rate card, CSV (see projections/ratecards/example.csv).
+    #[arg(long, value_name = "CSV")]
+    rate_card: Option<PathBuf>,
 }
 
 impl ServiceArgs {
@@ -134,6 +141,13 @@ impl ServiceArgs {
                 .as_ref()
                 .map(|f| f.to_string_lossy().into_owned().into()),
         );
+        set("api_tokens", self.api_tokens.clone().map(Value::from));
+        set(
+            "rate_card",
+            self.rate_card
+                .as_ref()
+                .map(|f| f.to_string_lossy().into_owned().into()),
+        );
         twinlog::config::Settings::load(self.config.as_deref(), &flags)
             .context("fix the setting named above in the config file, the TWINLOG_* environment or the flags")
     }
@@ -159,6 +173,12 @@ enum Command {
         /// Fold everything the bus holds now, then exit (no clock ticks).
         #[arg(long)]
         drain: bool,
+    },
+    /// Run the projection worker and the query API alone: fold the audit topic into the
+    /// CRM views and the billing ledger (DATA/views) and serve them under /v1 (bearer tokens).
+    Project {
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Post seeded, realistic, signed webhook traffic (and API sends) to a running twinlog,
     /// then print what was sent and what the audit log must hold, as JSON.
@@ -528,6 +548,7 @@ fn run(command: Command) -> Result<i32> {
                 ingest: true,
                 engine: true,
                 drain: false,
+                project: true,
             },
         ),
         Command::Ingest { service } => serve(
@@ -536,6 +557,7 @@ fn run(command: Command) -> Result<i32> {
                 ingest: true,
                 engine: false,
                 drain: false,
+                project: false,
             },
         ),
         Command::Engine { service, drain } => serve(
@@ -544,6 +566,16 @@ fn run(command: Command) -> Result<i32> {
                 ingest: false,
                 engine: true,
                 drain,
+                project: false,
+            },
+        ),
+        Command::Project { service } => serve(
+            &service,
+            Roles {
+                ingest: false,
+                engine: false,
+                drain: false,
+                project: true,
             },
         ),
         Command::Topics {

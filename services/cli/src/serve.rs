@@ -36,6 +36,8 @@ pub struct Roles {
     pub engine: bool,
     /// Engine only: fold what the bus holds, then exit.
     pub drain: bool,
+    /// The projection worker and the query API (`/v1/...`).
+    pub project: bool,
 }
 
 /// How long shutdown waits for in-flight work.
@@ -45,6 +47,19 @@ pub const PURGE_INTERVAL_MS: u64 = 3_600_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("failed to open the view store at {path} (is another twinlog using it?)")]
+    Views {
+        path: std::path::PathBuf,
+        #[source]
+        source: twinlog_query::StoreError,
+    },
+    #[error("failed to read the rate card {path}: {detail}")]
+    RateCard {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("the projection worker stopped")]
+    Project(#[source] twinlog_query::ProjectorError),
     #[error("failed to open the embedded bus at {path}")]
     EmbeddedBus {
         path: std::path::PathBuf,
@@ -300,6 +315,38 @@ pub async fn serve_on<B: Bus>(
         let health = Arc::clone(&health);
         tasks.spawn(async move {
             let result = supervisor.run(membership, stop).await;
+            if let Err(error) = &result {
+                health.fail(error.to_string());
+            }
+            result
+        });
+    }
+
+    if roles.project {
+        let path = settings.views_dir();
+        let store = tokio::task::block_in_place(|| twinlog_query::Store::open(&path))
+            .map_err(|source| ServeError::Views { path, source })?;
+        let projector = twinlog_query::Projector::new(
+            store.clone(),
+            projection_config(&settings)?,
+            Arc::clone(&bus),
+            Arc::new(twinlog_query::NoOpener),
+            (0..bus.partitions()).collect(),
+            &mut registry,
+        );
+        let auth = twinlog_query::Auth::new(
+            settings
+                .api_tokens
+                .iter()
+                .filter_map(|t| crate::config::api_token(t))
+                .collect(),
+        );
+        let api = twinlog_query::api::ApiState::new(store, auth, projector.readiness());
+        app = app.merge(twinlog_query::api::v1_router(api));
+        let stop = stop_rx.clone();
+        let health = Arc::clone(&health);
+        tasks.spawn(async move {
+            let result = projector.run(stop).await.map_err(ServeError::Project);
             if let Err(error) = &result {
                 health.fail(error.to_string());
             }
@@ -615,4 +662,23 @@ impl<B: Bus> Supervisor<B> {
         }
         self.metrics.set_shards_owned(self.running.len());
     }
+}
+
+/// The read side's settings: the rate card (read now, so a bad card stops
+/// the start with its line number) and the handoff quiet period.
+fn projection_config(settings: &Settings) -> Result<twinlog_projections::Config, ServeError> {
+    let card = match &settings.rate_card {
+        None => twinlog_projections::RateCard::default(),
+        Some(path) => {
+            let fail = |detail: String| ServeError::RateCard {
+                path: path.clone(),
+                detail,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            twinlog_projections::RateCard::parse(&text).map_err(|e| fail(e.to_string()))?
+        }
+    };
+    let mut config = twinlog_projections::Config::new(card);
+    config.handoff_quiet_s = settings.handoff_quiet_s;
+    Ok(config)
 }

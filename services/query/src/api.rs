@@ -99,6 +99,18 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
+    v1_router(state.clone()).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(state),
+    )
+}
+
+/// The `/v1` routes and `/openapi.json` alone, for a host that serves its
+/// own `/metrics`, `/healthz` and `/readyz` (as `twinlog up` does).
+pub fn v1_router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/numbers", get(numbers))
         .route("/v1/numbers/{id}", get(number))
@@ -121,9 +133,6 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(v1)
         .route("/openapi.json", get(openapi_json))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .with_state(state)
 }
 

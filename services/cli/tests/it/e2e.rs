@@ -1326,3 +1326,99 @@ async fn a_paused_engine_that_resumes_after_a_takeover_is_fenced() {
     }
     bus.close(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_views_of_what_it_folded_to_token_holders_only() {
+    let _heavy = HEAVY.lock().await;
+    const ADMIN: &str = "e2e-admin-token-0123456789";
+    const OTHER: &str = "e2e-other-number-token-0123";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let card =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../projections/ratecards/example.csv");
+    let other = format!("{OTHER}@999999999999999");
+    let args = service_args(
+        "up",
+        &data,
+        &[
+            "--api-token",
+            ADMIN,
+            "--api-token",
+            &other,
+            "--rate-card",
+            &card.to_string_lossy(),
+        ],
+    );
+    let service = Service::start(&as_strs(&args));
+    let http = reqwest::Client::new();
+    for path in fixtures() {
+        let body = std::fs::read(&path).expect("read fixture");
+        let r = http
+            .post(service.url("/webhook"))
+            .header("X-Hub-Signature-256", sign(SECRET, &body))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200, "{}", path.display());
+    }
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.get(service.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    // No token, no data.
+    let r = get("/v1/numbers", None).await.expect("get");
+    assert_eq!(r.status(), 401);
+    // The worker folds the audit records into the views: the fixtures' number appears.
+    const NUMBER: &str = "106540352242922";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let numbers = json(get("/v1/numbers", Some(ADMIN))).await;
+        let found = numbers["items"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["phone_number_id"] == NUMBER));
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{numbers}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the worker catch up with the last records.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let conversations = json(get(
+        &format!("/v1/conversations?number={NUMBER}&limit=1000"),
+        Some(ADMIN),
+    ))
+    .await;
+    let items = conversations["items"].as_array().expect("items");
+    assert!(!items.is_empty(), "{conversations}");
+    // Billing by channel: customer and app traffic free, the API's priced.
+    let summary = json(get("/v1/billing/summary?group_by=channel", Some(ADMIN))).await;
+    let groups = summary["groups"].as_array().expect("groups");
+    let channel = |key: &str| groups.iter().find(|g| g["key"] == key).cloned();
+    let customer = channel("customer").expect("customer messages in the fixtures");
+    assert_eq!(customer["cost_micros"], 0, "{summary}");
+    let app = channel("app").expect("app echoes in the fixtures");
+    assert_eq!(app["cost_micros"], 0, "{summary}");
+    // A token limited to another number sees none of these rows.
+    let scoped = json(get("/v1/conversations?limit=1000", Some(OTHER))).await;
+    assert_eq!(scoped["items"], serde_json::json!([]), "{scoped}");
+    let r = get("/openapi.json", None).await.expect("get");
+    assert_eq!(r.status(), 200);
+    service.stop();
+}
+
+/// The JSON body of a response.
+async fn json(
+    response: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+) -> serde_json::Value {
+    response
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("a JSON body")
+}
