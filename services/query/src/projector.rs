@@ -38,8 +38,9 @@ pub const QUEUE_BATCHES_MAX: usize = 4;
 /// How long one bus read waits for new records.
 const READ_WAIT: Duration = Duration::from_millis(200);
 
-/// Attempts of one bus call before the worker gives up.
-const BUS_ATTEMPTS_MAX: u32 = 8;
+/// How long a failing bus call is retried (a broker restart, a leader
+/// election) before the worker gives up, as the engine's shards do.
+pub const BUS_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// How often the lag gauge is refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
@@ -390,12 +391,13 @@ impl<B: Bus, O: Opener> Worker<B, O> {
         F: Fn(&'a B) -> Fut,
         Fut: std::future::Future<Output = Result<T, BusError>>,
     {
+        let started = std::time::Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
             match call(self.bus.as_ref()).await {
                 Ok(v) => return Ok(v),
-                Err(source) if attempts >= BUS_ATTEMPTS_MAX => {
+                Err(source) if started.elapsed() >= BUS_RETRY_MAX => {
                     return Err(ProjectorError::Bus {
                         partition,
                         what: what.to_string(),
