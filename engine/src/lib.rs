@@ -15,13 +15,11 @@
 
 mod decide;
 mod memo;
-mod prefetch;
 mod record;
 mod state;
 
 pub use decide::{decide, decide_forget, reject};
 pub use memo::{MemoTagger, TagCache};
-pub use prefetch::prefetch;
 pub use record::{ClearPart, Record};
 pub use state::{evolve, MessageState, NumberState, State, WabaState};
 

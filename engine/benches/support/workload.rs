@@ -3,9 +3,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use twinlog_engine::{
-    decide, evolve, prefetch, Config, Input, MemoTagger, State, Step, Tag, Tagger,
-};
+use twinlog_engine::{decide, evolve, Config, Input, MemoTagger, State, Step, Tag, Tagger};
 use twinlog_proto::v1::{
     ingest_event::Kind, message::Content, Envelope, Identity, IngestEvent, Message, Source, Text,
 };
@@ -88,10 +86,7 @@ pub fn fold_once(
     // A memo of identity tags, cold at the start of each fold.
     let tagger = MemoTagger::new(tagger);
     let mut seq = 0u64;
-    for (i, (event, source)) in inputs.iter().enumerate() {
-        if let Some((next, next_source)) = inputs.get(i + 1) {
-            prefetch(next, next_source);
-        }
+    for (event, source) in inputs {
         let step = decide(&state, config, &tagger, Input { event, source });
         if let Ok(Step::Append(facts)) = step {
             for f in facts {

@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde::Serialize;
 use twinlog_auditlog::{AppendBatch, AuditLog, LogError};
 use twinlog_engine::{
-    decide, decide_forget, domain, evolve, prefetch, reject, Config, Fact, Input, MemoTagger,
-    Record, State, Step, Tag, TagCache, Tagger,
+    decide, decide_forget, domain, evolve, reject, Config, Fact, Input, MemoTagger, Record, State,
+    Step, Tag, TagCache, Tagger,
 };
 use twinlog_proto::v1::{audit_record::Fact as F, AuditRecord, IngestEvent, Personal, Source};
 use twinlog_vault::{ForgetOutcome, KeyMaterial, Pseudonymizer, Vault, VaultError};
@@ -301,10 +301,7 @@ impl Twinlog {
         let base = self.log.size();
         let mut leaves = Vec::with_capacity(inputs.len());
         let tagger = MemoTagger::with_cache(&self.tagger, std::mem::take(&mut self.tag_cache));
-        for (i, (event, source)) in inputs.iter().enumerate() {
-            if let Some((next, next_source)) = inputs.get(i + 1) {
-                prefetch(next, next_source);
-            }
+        for (event, source) in inputs {
             report.inputs += 1;
             let input = Input { event, source };
             let step = match decide(&self.state, &self.config, &tagger, input) {
