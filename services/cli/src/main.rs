@@ -155,8 +155,9 @@ impl ServiceArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run everything in one process: webhook ingestor, send gateway, engine,
-    /// metrics and health, on the embedded bus (or on Kafka with --kafka).
+    /// Run everything in one process: webhook ingestor, send gateway, engine, the CRM views
+    /// and billing ledger with their query API (/v1, bearer tokens), metrics and health, on
+    /// the embedded bus (or on Kafka with --kafka).
     Up {
         #[command(flatten)]
         service: ServiceArgs,
