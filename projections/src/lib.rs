@@ -362,16 +362,5 @@ pub(crate) fn record_time(record: &AuditRecord) -> i64 {
     }
 }
 
-/// Status order: sent < delivered < read < played; `failed` is terminal.
-pub(crate) fn status_rank(status: &str) -> Option<u8> {
-    match status {
-        "sent" => Some(1),
-        "delivered" => Some(2),
-        "read" => Some(3),
-        "played" => Some(4),
-        "failed" => Some(STATUS_RANK_FAILED),
-        _ => None,
-    }
-}
-
-pub(crate) const STATUS_RANK_FAILED: u8 = 100;
+/// The status order is the engine's: one definition for the log and the views.
+pub(crate) use twinlog_engine::{status_rank, STATUS_RANK_FAILED};
